@@ -1,0 +1,78 @@
+"""saekit's core library: model, text, activations, SAEs, training, evaluation, feature database.
+
+Everything `steering/` and `app/` use is exported here. Names resolve lazily so that
+`import sae` stays fast (torch and transformers load only when first needed).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    # config
+    "ModelConfig": "sae.config",
+    "DataConfig": "sae.config",
+    "CacheConfig": "sae.config",
+    "StoreConfig": "sae.config",
+    "SAEConfig": "sae.config",
+    "TrainConfig": "sae.config",
+    "EvalConfig": "sae.config",
+    "FeaturesConfig": "sae.config",
+    "ConfigError": "sae.config",
+    "load_config": "sae.config",
+    "save_config": "sae.config",
+    "to_dict": "sae.config",
+    "from_dict": "sae.config",
+    # model
+    "load_model": "sae.model",
+    "list_hooks": "sae.model",
+    "validate_hook": "sae.model",
+    "resid_hook": "sae.model",
+    "hook_layer": "sae.model",
+    "stop_layer": "sae.model",
+    "pick_device": "sae.model",
+    "parse_dtype": "sae.model",
+    "special_token_ids": "sae.model",
+    "HookError": "sae.model",
+    # text
+    "iter_documents": "sae.data",
+    "pack_tokens": "sae.data",
+    "token_rows": "sae.data",
+    "DataError": "sae.data",
+    # activations
+    "build_cache": "sae.cache",
+    "read_manifest": "sae.cache",
+    "verify_cache": "sae.cache",
+    "CacheError": "sae.cache",
+    "ActivationStore": "sae.store",
+    # SAEs
+    "SparseAutoencoder": "sae.architectures.base",
+    "ForwardOutput": "sae.architectures.base",
+    "build_sae": "sae.architectures.base",
+    "architectures": "sae.architectures.base",
+    "save_sae": "sae.checkpoint",
+    "load_sae": "sae.checkpoint",
+    "CheckpointError": "sae.checkpoint",
+    "train": "sae.training.trainer",
+    "Trainer": "sae.training.trainer",
+    "evaluate": "sae.evaluate",
+    # features
+    "build_feature_db": "sae.features.build",
+    "FeatureDB": "sae.features.db",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sae' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
