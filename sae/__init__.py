@@ -46,6 +46,8 @@ _EXPORTS: dict[str, str] = {
     "verify_cache": "sae.cache",
     "CacheError": "sae.cache",
     "ActivationStore": "sae.store",
+    "StoreError": "sae.store",
+    "ActivationExtractor": "sae.extract",
     # SAEs
     "SparseAutoencoder": "sae.architectures.base",
     "ForwardOutput": "sae.architectures.base",
@@ -57,9 +59,14 @@ _EXPORTS: dict[str, str] = {
     "train": "sae.training.trainer",
     "Trainer": "sae.training.trainer",
     "evaluate": "sae.evaluate",
+    "EvalResult": "sae.evaluate",
+    "load_eval": "sae.evaluate",
     # features
     "build_feature_db": "sae.features.build",
     "FeatureDB": "sae.features.db",
+    "FeatureDBError": "sae.features.db",
+    "text_activations": "sae.features.activations",
+    "TextActivations": "sae.features.activations",
 }
 
 __all__ = sorted(_EXPORTS)

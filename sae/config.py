@@ -51,6 +51,8 @@ class DataConfig:
     context_size: int = 128
     streaming: bool = True
     shuffle_seed: int | None = None  # shuffle documents (HF streaming buffer) when set
+    data_files: str | None = None  # HF generic builders: source="json"/"parquet"/"text" + these files
+    separator: str | None = None  # token between documents; None: <|endoftext|> if known, else EOS
 
 
 @dataclass
@@ -66,8 +68,9 @@ class CacheConfig:
     batch_size: int = 32  # context rows per forward pass
     shard_tokens: int = 65_536  # tokens (kept or not) per shard
     exclude_special_tokens: bool = True  # BOS / separators are outliers in residual streams
-    max_norm_ratio: float | None = 10.0  # drop tokens whose norm exceeds this x the batch median
+    max_norm_ratio: float | None = 10.0  # drop tokens whose norm exceeds this x their row's median
     seed: int = 0
+    engine: str = "auto"  # auto: plain HF forward with hooks (checked against the bridge) | bridge
 
 
 @dataclass
@@ -81,6 +84,12 @@ class StoreConfig:
     device: str | None = None
     dtype: str = "float32"
     normalize: bool = True  # scale so that the mean norm is sqrt(d_in)
+    held_out_tokens: int = 0  # reserved for evaluation (cache tail / stream head), never trained on
+    verify: bool = True  # sha256-check each cache shard the first time it is read
+    # on-the-fly (from_model) only; a cache applies its own filters when written
+    model_batch_size: int = 32  # context rows per forward pass
+    exclude_special_tokens: bool = True
+    max_norm_ratio: float | None = 10.0
 
 
 @dataclass
@@ -97,7 +106,12 @@ class SAEConfig:
     jumprelu_init_threshold: float = 0.001
     aux_k: int | None = None  # topk/batchtopk AuxK latents (None: d_in // 2)
     aux_coefficient: float = 1 / 32
-    dead_after_tokens: int = 10_000_000  # a latent is dead after this many tokens without firing
+    # a latent is dead after this many tokens without firing (None: min(10M, training tokens / 10))
+    dead_after_tokens: int | None = None
+    target_l0: float | None = None  # jumprelu: penalise (L0/target - 1)^2 instead of L0
+    decoder_init_norm: float | None = None  # None: the architecture's default (relu 0.1, others 1)
+    apply_b_dec_to_input: bool = True  # subtract b_dec before encoding (SAELens's flag)
+    name: str | None = None  # sub-folder / metric prefix when several SAEs train together
     hook_name: str = "blocks.15.hook_resid_post"
     model_name: str = DEFAULT_MODEL
     context_size: int = 128
@@ -130,6 +144,10 @@ class TrainConfig:
     wandb_project: str | None = None  # None: no wandb
     wandb_mode: str | None = None  # online | offline | disabled
     run_name: str | None = None
+    resume: bool = True  # continue from <out_dir>/checkpoints when its config matches
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    threshold_lr_scale: float = 1.0  # jumprelu thresholds' lr = lr x this
+    progress: bool = True  # tqdm bar with tokens/s, FVU, L0, dead %
 
 
 @dataclass
@@ -139,9 +157,14 @@ class EvalConfig:
     sae_path: str = "runs/sae"
     cache_dir: str | None = None
     n_tokens: int = 50_000
-    ce_batches: int = 8  # context rows batches for CE / KL with the SAE spliced in
+    ce_batches: int = 8  # context rows batches for CE / KL with the SAE spliced in (0: skip CE)
+    ce_batch_size: int = 8  # rows per model forward in the CE pass (logits are rows x T x vocab)
+    skip_rows: int | None = None  # rows of the text stream to skip for CE; None: those the cache used
+    exclude_special_tokens: bool = True  # never splice BOS/separators (massive-norm outliers)
+    max_norm_ratio: float | None = 10.0  # never splice tokens above this x the batch median norm
     batch_size: int = 4096
     dense_threshold: float = 0.1
+    save_png: bool = True  # density histogram as PNG too (kaleido + Chromium); HTML always
     out_path: str | None = None  # default: <sae_path>/eval.json
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -167,6 +190,10 @@ class FeaturesConfig:
     data: DataConfig = field(default_factory=DataConfig)
     device: str | None = None
     seed: int = 0
+    exclude_special_tokens: bool = True  # BOS / separators: outliers the SAE was not trained on
+    max_norm_ratio: float | None = 10.0  # skip tokens whose norm exceeds this x the batch median
+    cooccurrence: bool = True  # count co-occurring latents (d_sae^2 int32 counts in memory)
+    overwrite: bool = False  # replace an existing database at out_path
 
 
 # --------------------------------------------------------------------------- machinery

@@ -1,0 +1,139 @@
+"""`saekit train`: train one or more SAEs on cached (or on-the-fly) activations.
+
+    saekit train --cache runs/demo/acts --out runs/demo/sae --arch topk --k 32 --d-sae 4608 --tokens 2000000
+    saekit train --config my_run.yaml --set lr=2e-4 --set saes.0.k=64
+    torchrun --nproc_per_node 2 -m app.cli train --config my_run.yaml      # data-parallel
+
+Precedence: defaults < --config file < shortcut flags < --set overrides. Shortcut flags that
+describe an SAE (--arch, --k, --d-sae, --hook, ...) apply to every SAE in the config. With
+--cache, the hook and d_in default to the cache's (when it holds one hook). The full config is
+saved as <out>/train_config.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "train"
+HELP = "train sparse autoencoders on cached activations"
+
+# flag dest -> (TrainConfig key or "saes.*.<key>")
+_TRAIN_FLAGS = {
+    "cache": "cache_dir",
+    "out": "out_dir",
+    "tokens": "n_tokens",
+    "lr": "lr",
+    "batch_size": "store.batch_size",
+    "device": "device",
+    "wandb_project": "wandb_project",
+    "wandb_mode": "wandb_mode",
+    "run_name": "run_name",
+    "seed": "seed",
+}
+_SAE_FLAGS = {
+    "arch": "architecture",
+    "k": "k",
+    "d_sae": "d_sae",
+    "d_in": "d_in",
+    "hook": "hook_name",
+    "l1_coefficient": "l1_coefficient",
+    "l0_coefficient": "l0_coefficient",
+    "target_l0": "target_l0",
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=None, help="YAML/JSON TrainConfig file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="dotted override, repeatable (e.g. --set lr=2e-4 --set saes.0.k=64)")
+    p.add_argument("--cache", default=None, help="activation cache folder (from `saekit cache`); omit to run the model on the fly")
+    p.add_argument("--out", default=None, help="output folder (default runs/sae)")
+    p.add_argument("--arch", default=None, help="relu | topk | batchtopk | jumprelu")
+    p.add_argument("--k", type=int, default=None, help="active latents per token (topk / batchtopk)")
+    p.add_argument("--d-sae", dest="d_sae", type=int, default=None, help="number of latents")
+    p.add_argument("--d-in", dest="d_in", type=int, default=None, help="input width (default: the cache's)")
+    p.add_argument("--hook", default=None, help="hook name (default: the cache's, if it holds one)")
+    p.add_argument("--l1-coefficient", dest="l1_coefficient", type=float, default=None, help="relu sparsity weight")
+    p.add_argument("--l0-coefficient", dest="l0_coefficient", type=float, default=None, help="jumprelu sparsity weight")
+    p.add_argument("--target-l0", dest="target_l0", type=float, default=None, help="jumprelu: aim for this L0")
+    p.add_argument("--tokens", type=int, default=None, help="training tokens (default 2,000,000)")
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=None, help="tokens per step (default 4096)")
+    p.add_argument("--device", default=None, help="cpu | cuda | cuda:1 | mps (default: best available)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (fp32 master weights); for GPUs")
+    p.add_argument("--dense-decoder", action="store_true", help="disable the sparse TopK decoder (for comparison)")
+    p.add_argument("--wandb-project", dest="wandb_project", default=None, help="log to wandb under this project")
+    p.add_argument("--wandb-mode", dest="wandb_mode", default=None, choices=["online", "offline", "disabled"])
+    p.add_argument("--run-name", dest="run_name", default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--no-resume", action="store_true", help="start over even if <out>/checkpoints exists")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def build_config(args: argparse.Namespace):
+    """The TrainConfig these arguments describe (also used by tests)."""
+    from sae.config import TrainConfig, load_config
+
+    base = load_config(TrainConfig, args.config)
+    n_saes = len(base.saes)
+    overrides: list[str] = []
+    for dest, key in _TRAIN_FLAGS.items():
+        if getattr(args, dest, None) is not None:
+            overrides.append(f"{key}={getattr(args, dest)}")
+    for dest, key in _SAE_FLAGS.items():
+        if getattr(args, dest, None) is not None:
+            overrides += [f"saes.{i}.{key}={getattr(args, dest)}" for i in range(n_saes)]
+    if args.bf16:
+        overrides.append("autocast_dtype=bfloat16")
+    if args.dense_decoder:
+        overrides.append("sparse_decoder=false")
+    if args.no_resume:
+        overrides.append("resume=false")
+    if args.no_progress:
+        overrides.append("progress=false")
+    explicit = overrides + list(args.overrides)
+    cfg = load_config(TrainConfig, args.config, explicit)
+    if cfg.cache_dir:
+        _defaults_from_cache(cfg, explicit, args.config is not None and _mentions_sae_keys(args.config))
+    return cfg
+
+
+def _mentions_sae_keys(path: str) -> bool:
+    from pathlib import Path
+
+    text = Path(path).read_text()
+    return "hook_name" in text or "d_in" in text
+
+
+def _defaults_from_cache(cfg, explicit: list[str], file_sets_hook: bool) -> None:
+    """Hook and d_in come from the cache unless the user chose them."""
+    from sae.cache import read_manifest
+    from sae.config import ConfigError
+
+    manifest = read_manifest(cfg.cache_dir)
+    hooks = manifest.get("hooks") or []
+    if isinstance(hooks, dict):
+        hooks = list(hooks)
+    d_in_of = manifest.get("d_in") if isinstance(manifest.get("d_in"), dict) else {}
+    hook_given = file_sets_hook or any(".hook_name=" in o for o in explicit)
+    d_in_given = file_sets_hook or any(".d_in=" in o for o in explicit)
+    for s in cfg.saes:
+        if not hook_given and len(hooks) == 1:
+            s.hook_name = hooks[0]
+        if hooks and s.hook_name not in hooks:
+            raise ConfigError(f"hook {s.hook_name!r} is not in the cache {cfg.cache_dir}; it holds {hooks} (use --hook)")
+        d_in = d_in_of.get(s.hook_name, manifest.get("d_model"))
+        if not d_in_given and isinstance(d_in, int):
+            s.d_in = d_in
+
+
+def run(args: argparse.Namespace) -> int:
+    import sae
+
+    cfg = build_config(args)
+    names = ", ".join(f"{s.architecture}(d_sae={s.d_sae}{', k=' + str(s.k) if 'topk' in s.architecture else ''})" for s in cfg.saes)
+    print(f"training {names} on {cfg.n_tokens:,} tokens of {cfg.saes[0].hook_name} -> {cfg.out_dir}")
+    paths = sae.train(cfg)
+    for p in paths:
+        print(f"saved {p}")
+    return 0

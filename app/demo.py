@@ -1,0 +1,247 @@
+"""`saekit demo`: the whole story on the embedded default, in one resumable run folder.
+
+    cache -> train -> eval -> features -> golden gate -> sycophancy -> report
+
+Each stage writes its artifact and a `stages/<name>.json` marker with its seconds; a second run
+skips every stage whose marker exists (delete a marker, or its artifact, to redo a stage).
+The stages call only the public APIs of `sae` and `steering`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sae
+from sae.config import CacheConfig, DataConfig, EvalConfig, FeaturesConfig, SAEConfig, StoreConfig, TrainConfig
+
+
+@dataclass
+class DemoConfig:
+    """Sizes of every stage; `fast()` shrinks them for a first look in a few minutes."""
+
+    out_dir: str = "runs/demo"
+    layer: int = 15
+    cache_tokens: int = 400_000
+    train_tokens: int = 2_000_000
+    d_sae: int = 4608
+    k: int = 32
+    eval_tokens: int = 40_000
+    ce_batches: int = 4
+    analyze_tokens: int = 100_000
+    n_prompts: int = 20
+    strengths: list[float] = field(default_factory=lambda: [2.0, 4.0, 6.0, 8.0])
+    max_new_tokens: int = 48
+    device: str | None = None
+    seed: int = 0
+
+    @classmethod
+    def fast(cls, **overrides: Any) -> DemoConfig:
+        small = dict(
+            cache_tokens=24_000,
+            train_tokens=200_000,
+            d_sae=1152,
+            eval_tokens=4_000,
+            ce_batches=1,
+            analyze_tokens=8_000,
+            n_prompts=6,
+            strengths=[4.0, 8.0],
+            max_new_tokens=24,
+        )
+        small.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**small)
+
+    @property
+    def hook(self) -> str:
+        return sae.resid_hook(self.layer)
+
+
+@dataclass
+class Stage:
+    name: str
+    title: str
+    run: Callable[[], dict[str, Any]]  # returns a small summary saved in the marker
+
+
+class Demo:
+    def __init__(self, cfg: DemoConfig, log: Callable[[str], None] = print) -> None:
+        self.cfg = cfg
+        self.root = Path(cfg.out_dir)
+        self.log = log
+        self._model: Any = None
+        self._sae: Any = None
+
+    # ---------------------------------------------------------------- paths
+
+    @property
+    def acts_dir(self) -> Path:
+        return self.root / "acts"
+
+    @property
+    def sae_dir(self) -> Path:
+        return self.root / "sae"
+
+    @property
+    def eval_path(self) -> Path:
+        return self.root / "eval.json"
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / "features.sqlite"
+
+    def marker(self, name: str) -> Path:
+        return self.root / "stages" / f"{name}.json"
+
+    # ---------------------------------------------------------------- shared objects
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            self._model = sae.load_model(device=self.cfg.device)
+        return self._model
+
+    @property
+    def sae(self) -> Any:
+        if self._sae is None:
+            self._sae = sae.load_sae(self.sae_dir, device=str(sae.pick_device(self.cfg.device)))
+        return self._sae
+
+    # ---------------------------------------------------------------- stages
+
+    def stages(self) -> list[Stage]:
+        return [
+            Stage("cache", f"caching {self.cfg.cache_tokens:,} tokens of {self.cfg.hook}", self.stage_cache),
+            Stage("train", f"training a TopK SAE ({self.cfg.d_sae} latents, k={self.cfg.k})", self.stage_train),
+            Stage("eval", "evaluating the SAE (L0, FVU, CE-loss recovered)", self.stage_eval),
+            Stage("features", f"building the feature database ({self.cfg.analyze_tokens:,} tokens)", self.stage_features),
+            Stage("golden_gate", "Golden Gate: find the feature, clamp it, measure", self.stage_golden_gate),
+            Stage("sycophancy", "Sycophancy: find a praise feature, clamp it vs CAA", self.stage_sycophancy),
+            Stage("report", "writing the report", self.stage_report),
+        ]
+
+    def stage_cache(self) -> dict[str, Any]:
+        cfg = CacheConfig(
+            out_dir=str(self.acts_dir),
+            hooks=[self.cfg.hook],
+            n_tokens=self.cfg.cache_tokens,
+            data=DataConfig(source="builtin"),
+            seed=self.cfg.seed,
+        )
+        sae.build_cache(cfg, model=self.model)
+        manifest = sae.read_manifest(self.acts_dir)
+        return {"tokens": manifest.get("n_tokens"), "hooks": manifest.get("hooks")}
+
+    def stage_train(self) -> dict[str, Any]:
+        sae_cfg = SAEConfig(architecture="topk", d_in=int(self.model.cfg.d_model), d_sae=self.cfg.d_sae,
+                            k=self.cfg.k, hook_name=self.cfg.hook)
+        cfg = TrainConfig(
+            out_dir=str(self.root / "train"),
+            cache_dir=str(self.acts_dir),
+            saes=[sae_cfg],
+            store=StoreConfig(batch_size=4096, held_out_tokens=min(20_000, self.cfg.cache_tokens // 10),
+                              seed=self.cfg.seed, device=self.cfg.device),
+            n_tokens=self.cfg.train_tokens,
+            device=self.cfg.device,
+            seed=self.cfg.seed,
+        )
+        paths = sae.train(cfg)
+        _replace_dir(Path(paths[0]), self.sae_dir)
+        return {"checkpoint": str(self.sae_dir)}
+
+    def stage_eval(self) -> dict[str, Any]:
+        cfg = EvalConfig(
+            sae_path=str(self.sae_dir),
+            cache_dir=str(self.acts_dir),
+            n_tokens=self.cfg.eval_tokens,
+            ce_batches=self.cfg.ce_batches,
+            out_path=str(self.eval_path),
+            device=self.cfg.device,
+        )
+        result = sae.evaluate(self.sae, model=self.model, cfg=cfg)
+        return _eval_headline(result.to_dict(include_schema=False))
+
+    def stage_features(self) -> dict[str, Any]:
+        cfg = FeaturesConfig(
+            sae_path=str(self.sae_dir),
+            out_path=str(self.db_path),
+            n_tokens=self.cfg.analyze_tokens,
+            device=self.cfg.device,
+            seed=self.cfg.seed,
+        )
+        sae.build_feature_db(cfg, model=self.model, sae=self.sae)
+        return {"db": str(self.db_path)}
+
+    def stage_golden_gate(self) -> dict[str, Any]:
+        from app.demo_steering import golden_gate
+
+        return golden_gate(self)
+
+    def stage_sycophancy(self) -> dict[str, Any]:
+        from app.demo_steering import sycophancy
+
+        return sycophancy(self)
+
+    def stage_report(self) -> dict[str, Any]:
+        from app.report import write_report
+
+        path = write_report(self)
+        return {"report": str(path)}
+
+    # ---------------------------------------------------------------- driver
+
+    def run(self) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "demo_config.json").write_text(json.dumps(dataclasses.asdict(self.cfg), indent=2))
+        stages = self.stages()
+        for i, stage in enumerate(stages, 1):
+            marker = self.marker(stage.name)
+            head = f"[{i}/{len(stages)}] {stage.title}"
+            if marker.exists() and stage.name != "report":
+                self.log(f"{head}: done already ({marker} exists), skipping")
+                continue
+            self.log(f"{head} ...")
+            start = time.perf_counter()
+            summary = stage.run()
+            seconds = time.perf_counter() - start
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            tmp = marker.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"seconds": round(seconds, 1), **summary}, indent=2, default=str))
+            tmp.replace(marker)
+            self.log(f"{head}: done in {seconds:.0f} s")
+        return self.root / "report.md"
+
+    def stage_summaries(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for stage in self.stages():
+            m = self.marker(stage.name)
+            if m.exists():
+                out[stage.name] = json.loads(m.read_text())
+        return out
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    import shutil
+
+    if src.resolve() == dst.resolve():
+        return
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)
+
+
+def _eval_headline(d: dict[str, Any]) -> dict[str, Any]:
+    """The four numbers the report leads with, wherever the eval JSON keeps them."""
+    recon = d.get("reconstruction", {})
+    sparsity = d.get("sparsity", {})
+    down = d.get("downstream") or {}
+    return {
+        "l0": sparsity.get("l0"),
+        "fvu": recon.get("fvu"),
+        "ce_loss_recovered": down.get("ce_loss_recovered"),
+        "dead_fraction": sparsity.get("dead_fraction"),
+    }

@@ -1,0 +1,1 @@
+"""The explorer's pages (run by `main.py` through st.navigation; not importable modules)."""

@@ -1,0 +1,96 @@
+"""The feature list: filter by density and max activation, sort, search by logit token or text."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from app.explorer import data, render
+
+db = data.require_db()
+if "feature" in st.query_params:  # `/?feature=123` deep links land on the feature page
+    st.switch_page("views/feature.py", query_params={"feature": st.query_params["feature"]})
+
+st.title("Features")
+m = db.meta
+st.caption(f"`{db.path}` · {db.n_features} latents of `{m.get('hook_name')}` ({m.get('model_name')}) · "
+           f"{m.get('n_tokens', 0):,} tokens analysed")
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def feature_table(path: str, mtime: float) -> pd.DataFrame:  # (path, mtime): the cache key
+    s = db.summaries()
+    logits = db.top_logit_tokens(3)
+    df = pd.DataFrame({
+        "feature": s["id"],
+        "density": s["density"],
+        "max act": s["max_act"],
+        "mean act": s["mean_act"],
+        "fired": s["n_fired"],
+        "dead": s["dead"],
+        "top logits": [" ".join(repr(t) for t in logits.get(int(i), [])) for i in s["id"]],
+    })
+    df["open"] = [f"feature?feature={int(i)}" for i in s["id"]]
+    return df
+
+
+df = feature_table(str(db.path), db.path.stat().st_mtime)
+
+go = st.columns([2, 1, 5])
+target = go[0].number_input("Open feature", min_value=0, max_value=db.n_features - 1, value=0, step=1)
+if go[1].button("Open", key="open_feature"):
+    st.switch_page("views/feature.py", query_params={"feature": int(target)})
+
+search_logit, search_text = st.columns(2)
+token = search_logit.text_input("Search by logit token", placeholder="e.g.  Paris", key="q_logit",
+                                help="latents whose logit lens promotes this token (exact, then ignoring case/spaces)")
+text = search_text.text_input("Search by text in examples", placeholder="e.g. def __init__", key="q_text")
+if token:
+    hits = db.search_logit(token)
+    st.markdown(f"**{len(hits)} latents promote {token!r}**" if hits else f"No latent has {token!r} among its top logits.")
+    for h in hits[:20]:
+        st.page_link("views/feature.py", label=f"#{h.feature}: {h.token!r} logit {h.value:.2f} (rank {h.rank})",
+                     query_params={"feature": h.feature})
+if text:
+    hits = db.search_text(text)
+    st.markdown(f"**{len(hits)} latents have {text!r} in their examples**" if hits else f"No stored example contains {text!r}.")
+    for h in hits[:20]:
+        st.page_link("views/feature.py", label=f"#{h.feature} ({h.act:.3g}): {h.text.strip()[:80]!r}",
+                     query_params={"feature": h.feature})
+
+with st.expander("Filter and sort", expanded=True):
+    c = st.columns(4)
+    live = df.loc[~df["dead"], "density"]
+    lo_d = math.floor(math.log10(live.min())) if len(live) else -6
+    dens = c[0].slider("log10 density", min_value=float(lo_d), max_value=0.0, value=(float(lo_d), 0.0), step=0.1)
+    max_max = float(df["max act"].max()) if len(df) else 0.0
+    min_act = c[1].number_input("min max-activation", min_value=0.0, max_value=max(max_max, 0.0), value=0.0)
+    show_dead = c[2].checkbox("show dead latents", value=False)
+    sort = c[3].selectbox("sort by", ["max act ↓", "density ↓", "density ↑", "mean act ↓", "feature"])
+
+view = df
+with np.errstate(divide="ignore"):
+    logd = np.log10(view["density"].to_numpy())
+keep = (view["max act"] >= min_act) & (((logd >= dens[0] - 1e-9) & (logd <= dens[1] + 1e-9)) | view["dead"])
+if not show_dead:
+    keep &= ~view["dead"]
+view = view[keep]
+col, asc = {"max act ↓": ("max act", False), "density ↓": ("density", False), "density ↑": ("density", True),
+            "mean act ↓": ("mean act", False), "feature": ("feature", True)}[sort]
+view = view.sort_values(col, ascending=asc, kind="stable")
+n_dead = int(df["dead"].sum())
+st.caption(f"{len(view)} of {db.n_features} latents shown · {n_dead} dead")
+st.dataframe(
+    view.assign(density=view["density"].map(render.fmt_density)),
+    hide_index=True,
+    width="stretch",
+    height=520,
+    column_config={
+        "open": st.column_config.LinkColumn("open", display_text="open ↗"),
+        "max act": st.column_config.NumberColumn(format="%.3g"),
+        "mean act": st.column_config.NumberColumn(format="%.3g"),
+    },
+)

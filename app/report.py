@@ -1,0 +1,145 @@
+"""The demo's report: `report.md` plus its plotly figures (HTML, PNG where kaleido works).
+
+It reads only what the stages wrote (eval JSON, training metrics, steering summaries), so it can
+be re-written at any time without recomputing anything.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+if TYPE_CHECKING:
+    from app.demo import Demo
+
+
+def _fmt(x: Any, spec: str = ".3f") -> str:
+    if x is None:
+        return "n/a"
+    if isinstance(x, float):
+        return format(x, spec)
+    return str(x)
+
+
+def save_figure(fig: go.Figure, stem: Path) -> list[Path]:
+    """HTML always; PNG when the static-image engine is available (it needs a browser)."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_suffix(".html")]
+    fig.write_html(paths[0], include_plotlyjs="cdn")
+    try:
+        fig.write_image(stem.with_suffix(".png"), width=900, height=500)
+        paths.append(stem.with_suffix(".png"))
+    except Exception:  # kaleido needs Chrome; the HTML carries the same figure
+        pass
+    return paths
+
+
+def training_curves(metrics_jsonl: Path) -> go.Figure | None:
+    if not metrics_jsonl.exists():
+        return None
+    rows = [json.loads(line) for line in metrics_jsonl.read_text().splitlines() if line.strip()]
+    if not rows:
+        return None
+
+    def series(suffix: str) -> tuple[list[float], list[float]]:
+        xs, ys = [], []
+        for r in rows:
+            key = next((k for k in r if k == suffix or k.endswith("/" + suffix)), None)
+            if key is not None and "tokens" in r:
+                xs.append(r["tokens"])
+                ys.append(r[key])
+        return xs, ys
+
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("FVU (train batches)", "L0", "dead fraction"))
+    for col, name in enumerate(("train/fvu", "train/l0", "train/dead_frac"), 1):
+        xs, ys = series(name)
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=name), row=1, col=col)
+        fig.update_xaxes(title_text="tokens", row=1, col=col)
+    fig.update_layout(showlegend=False, title="Training curves")
+    return fig
+
+
+def _generations_table(samples: list[dict[str, Any]], limit: int = 6) -> list[str]:
+    lines = ["| prompt | unsteered | steered |", "|---|---|---|"]
+    for s in samples[:limit]:
+        cells = [str(s.get(k, "")).replace("\n", " ").replace("|", "\\|")[:300] for k in ("prompt", "unsteered", "steered")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _steering_section(title: str, summary: dict[str, Any], figures: list[str]) -> list[str]:
+    lines = [f"## {title}", ""]
+    if not summary:
+        return lines + ["(stage not run)", ""]
+    for key in ("feature", "features", "feature_examples", "headline"):
+        if key in summary:
+            lines.append(f"- **{key.replace('_', ' ')}**: {summary[key]}")
+    table = summary.get("table")
+    if table:
+        cols = list(table[0].keys())
+        lines += ["", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        for row in table:
+            lines.append("| " + " | ".join(_fmt(row.get(c)) for c in cols) + " |")
+    if summary.get("samples"):
+        lines += ["", "Side by side (best strength):", ""] + _generations_table(summary["samples"])
+    for f in figures:
+        lines.append(f"- figure: [{Path(f).name}]({f})")
+    return lines + [""]
+
+
+def write_report(demo: Demo) -> Path:
+    root = demo.root
+    figs_dir = root / "figures"
+    stages = demo.stage_summaries()
+    ev = stages.get("eval", {})
+
+    fig_paths: dict[str, list[Path]] = {}
+    metrics = next(iter(sorted((root / "train").glob("**/metrics.jsonl"))), None)
+    curves = training_curves(metrics) if metrics else None
+    if curves is not None:
+        fig_paths["training"] = save_figure(curves, figs_dir / "training_curves")
+
+    def rel(paths: list[Path] | list[str]) -> list[str]:
+        return [str(Path(p).resolve().relative_to(root.resolve())) for p in paths if Path(p).exists()]
+
+    gg = stages.get("golden_gate", {})
+    sy = stages.get("sycophancy", {})
+    lines = [
+        "# saekit demo report",
+        "",
+        f"Model: SmolLM2-135M-Instruct (embedded), hook `{demo.cfg.hook}`; "
+        f"TopK SAE with {demo.cfg.d_sae} latents, k={demo.cfg.k}, trained on {demo.cfg.train_tokens:,} tokens "
+        f"of the builtin corpus ({demo.cfg.cache_tokens:,} cached).",
+        "",
+        "## The SAE",
+        "",
+        "| L0 | FVU | CE-loss recovered | dead fraction |",
+        "|---|---|---|---|",
+        f"| {_fmt(ev.get('l0'), '.1f')} | {_fmt(ev.get('fvu'))} | {_fmt(ev.get('ce_loss_recovered'))} | "
+        f"{_fmt(ev.get('dead_fraction'), '.2%')} |",
+        "",
+        f"Full metrics: [eval.json](eval.json). Feature database: [features.sqlite](features.sqlite).",
+    ]
+    density = sorted(root.glob("eval_density.*"))
+    for p in density + fig_paths.get("training", []):
+        lines.append(f"- figure: [{p.name}]({rel([p])[0]})")
+    lines.append("")
+    if gg:
+        lines += [
+            f"**Golden Gate mention rate**: steered {_fmt(gg.get('best_mention_rate'), '.0%')} "
+            f"(strength {gg.get('best_strength')}) vs unsteered {_fmt(gg.get('unsteered_mention_rate'), '.0%')}; "
+            f"perplexity ratio {_fmt(gg.get('perplexity_ratio'), '.2f')}.",
+            "",
+        ]
+    lines += _steering_section("Golden Gate", gg, gg.get("figures", []))
+    lines += _steering_section("Sycophancy", sy, sy.get("figures", []))
+    timing = ", ".join(f"{k} {v.get('seconds', 0):.0f} s" for k, v in stages.items())
+    lines += ["## Stages", "", timing, "", "Open the explorer:", "", "```bash",
+              f"saekit explore {demo.db_path}", "```", ""]
+    path = root / "report.md"
+    path.write_text("\n".join(lines))
+    return path

@@ -1,0 +1,344 @@
+"""SAE checkpoints in SAELens's layout: `sae_weights.safetensors` + `cfg.json`. Never pickle.
+
+Writing (`save_sae`) produces what SAELens 6 `SAE.load_from_disk` reads:
+
+    cfg.json = {
+      "architecture": "standard" | "topk" | "jumprelu",   # BatchTopK is saved as "jumprelu"
+      "d_in": 576, "d_sae": 4608, "dtype": "float32", "device": "cpu",
+      "apply_b_dec_to_input": true, "normalize_activations": "none", "reshape_activations": "none",
+      "k": 32,                                             # topk only
+      "metadata": {"model_name", "hook_name", "hook_head_index", "context_size", "prepend_bos",
+                   "sae_lens_version": "6.0.0", ...},      # "6.0.0" declares the v6 layout
+      "model_name", "hook_name", "context_size",           # also top level, for older readers
+      "saekit": {"format_version": 1, "sae": <our full SAEConfig>, "trained_architecture",
+                 "normalization_scale": s, ...}            # ignored by SAELens
+    }
+    sae_weights.safetensors = W_enc [d_in, d_sae], b_enc [d_sae], W_dec [d_sae, d_in], b_dec [d_in]
+                              (+ threshold [d_sae], fp32, for jumprelu)
+
+Normalisation fold. The trainer sees activations multiplied by the store's scale s (mean norm
+sqrt(d_in)). Saving folds s into the weights so the file works on RAW activations with the
+same codes:  W_enc' = s W_enc,  b_dec' = b_dec / s,  W_dec' = W_dec / s  (b_enc and thresholds
+unchanged). Then ((x - b_dec') W_enc' + b_enc) = ((s x - b_dec) W_enc + b_enc): identical
+pre-activations, so identical codes; and codes @ W_dec' + b_dec' = (normalised output) / s.
+Decoder rows therefore have norm 1/s after folding; `normalize_activations` is "none".
+
+Reading (`load_sae`) takes our files, SAELens files (v6 and older, incl. "standard" + topk
+activation), and Gemma Scope's native `params.npz` (read with allow_pickle=False). Shapes,
+architectures and config fields are checked, with errors that say what to fix.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from sae.architectures.base import SparseAutoencoder, architectures, build_sae
+from sae.config import ConfigError, SAEConfig, from_dict, to_dict
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "sae_weights.safetensors"
+CFG_FILE = "cfg.json"
+FORMAT_VERSION = 1
+SAELENS_LAYOUT_VERSION = "6.0.0"
+
+# SAELens architecture name -> ours
+_FROM_SAELENS = {"standard": "relu", "relu": "relu", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "batchtopk"}
+_PARAM_NAMES = ("W_enc", "b_enc", "W_dec", "b_dec")
+
+
+class CheckpointError(ValueError):
+    """An SAE checkpoint that is missing, malformed, or does not match its config."""
+
+
+# --------------------------------------------------------------------------- save
+
+
+def save_sae(
+    sae: SparseAutoencoder,
+    path: str | Path,
+    *,
+    normalization_scale: float | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write `sae` to `path/` (created) with the normalisation scale folded in. Returns the folder."""
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    arch, tensors, extra_cfg = sae.export()
+    scale = float(normalization_scale) if normalization_scale is not None else 1.0
+    if not np.isfinite(scale) or scale <= 0:
+        raise CheckpointError(f"normalization_scale must be a positive finite number, got {normalization_scale}")
+    tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in tensors.items()}
+    if scale != 1.0:
+        tensors["W_enc"] = tensors["W_enc"] * scale
+        tensors["W_dec"] = tensors["W_dec"] / scale
+        tensors["b_dec"] = tensors["b_dec"] / scale
+    cfg = sae.cfg
+    metadata = {
+        "model_name": cfg.model_name,
+        "hook_name": cfg.hook_name,
+        "hook_head_index": None,
+        "context_size": cfg.context_size,
+        "prepend_bos": True,
+        "sae_lens_version": SAELENS_LAYOUT_VERSION,
+        "sae_lens_training_version": None,
+    }
+    doc: dict[str, Any] = {
+        "architecture": arch,
+        "d_in": cfg.d_in,
+        "d_sae": cfg.d_sae,
+        "dtype": cfg.dtype,
+        "device": "cpu",
+        "apply_b_dec_to_input": cfg.apply_b_dec_to_input,
+        "normalize_activations": "none",
+        "reshape_activations": "none",
+        **extra_cfg,
+        "metadata": metadata,
+        "model_name": cfg.model_name,
+        "hook_name": cfg.hook_name,
+        "context_size": cfg.context_size,
+        "saekit": {
+            "format_version": FORMAT_VERSION,
+            "sae": to_dict(cfg),
+            "trained_architecture": sae.architecture,
+            "normalization_scale": scale,
+            "normalization_folded": True,
+            **(extra or {}),
+        },
+    }
+    _atomic_write(out / WEIGHTS_FILE, lambda p: save_file(tensors, str(p)))
+    _atomic_write(out / CFG_FILE, lambda p: p.write_text(json.dumps(doc, indent=2) + "\n"))
+    return out
+
+
+def _atomic_write(target: Path, write) -> None:
+    tmp = target.with_name(target.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, target)
+
+
+# --------------------------------------------------------------------------- load
+
+
+def load_sae(
+    path: str | Path,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    *,
+    normalization_scale: float | None = None,
+) -> SparseAutoencoder:
+    """Load an SAE (ours, SAELens's, or Gemma Scope's params.npz). It works on raw activations.
+
+    `normalization_scale` is only for SAELens files trained with
+    normalize_activations="expected_average_only_in" whose factor was not folded in.
+    """
+    folder = _resolve(Path(path))
+    if (folder / CFG_FILE).exists():
+        raw_cfg = _read_json(folder / CFG_FILE)
+        cfg, scale = _parse_cfg(raw_cfg, folder, normalization_scale)
+        weights = folder / WEIGHTS_FILE
+        if not weights.exists():
+            raise CheckpointError(f"{folder} has {CFG_FILE} but no {WEIGHTS_FILE}; the checkpoint is incomplete")
+        try:
+            tensors = load_file(str(weights), device="cpu")
+        except Exception as e:  # safetensors raises its own error types
+            raise CheckpointError(f"{weights} is not a readable safetensors file: {e}") from e
+    else:
+        cfg, tensors = _read_gemma_scope(folder)
+        scale = None
+    tensors = _normalise_tensor_names(tensors, cfg)
+    _check_tensors(tensors, cfg, folder)
+    with torch.device("meta"):
+        sae = build_sae(cfg)
+    sae.load_state_dict(tensors, strict=True, assign=True)
+    if scale is not None and scale != 1.0:
+        with torch.no_grad():
+            sae.W_enc.mul_(scale)
+            sae.W_dec.div_(scale)
+            sae.b_dec.div_(scale)
+    target_dtype = _parse_dtype(dtype) if dtype is not None else _parse_dtype(cfg.dtype)
+    for name, p in sae.named_parameters():
+        if name != "threshold":
+            p.data = p.data.to(target_dtype)
+    sae.cfg.dtype = str(target_dtype).removeprefix("torch.")
+    sae.eval()
+    return sae.to(device) if device is not None else sae
+
+
+def _resolve(path: Path) -> Path:
+    if path.is_file():
+        path = path.parent
+    if not path.exists():
+        raise CheckpointError(f"SAE path {path} does not exist; pass the folder that holds {CFG_FILE}")
+    if (path / CFG_FILE).exists() or (path / "params.npz").exists():
+        return path
+    children = sorted(p.parent.name for p in path.glob(f"*/{CFG_FILE}"))
+    if children:
+        raise CheckpointError(
+            f"{path} holds several SAEs: {children}; pass one of them, e.g. {path / children[0]}"
+        )
+    raise CheckpointError(f"{path} has no {CFG_FILE} (SAELens layout) or params.npz (Gemma Scope); not an SAE folder")
+
+
+def _read_json(p: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{p} is not valid JSON ({e}); the file is damaged or not an SAE config") from e
+    if not isinstance(doc, dict):
+        raise CheckpointError(f"{p} must hold a JSON object, got {type(doc).__name__}")
+    return doc
+
+
+def _parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    name = str(dtype).removeprefix("torch.")
+    aliases = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "float": "float32", "half": "float16"}
+    name = aliases.get(name, name)
+    if name not in ("float32", "bfloat16", "float16", "float64"):
+        raise CheckpointError(f"unsupported dtype {dtype!r}; use float32, bfloat16 or float16")
+    return getattr(torch, name)
+
+
+def _parse_cfg(raw: dict[str, Any], folder: Path, normalization_scale: float | None) -> tuple[SAEConfig, float | None]:
+    """SAEConfig from a cfg.json (ours or SAELens's), and the scale still to fold in (if any)."""
+    where = folder / CFG_FILE
+    saelens_arch = raw.get("architecture", "standard")
+    activation = raw.get("activation_fn") or raw.get("activation_fn_str")
+    if saelens_arch == "standard" and activation == "topk":  # SAELens < 6 stored TopK this way
+        saelens_arch = "topk"
+    if saelens_arch not in _FROM_SAELENS:
+        raise CheckpointError(
+            f"{where}: architecture {saelens_arch!r} is not supported; supported: {sorted(_FROM_SAELENS)} "
+            f"(our architectures: {architectures()})"
+        )
+    arch = _FROM_SAELENS[saelens_arch]
+    for key in ("d_in", "d_sae"):
+        if not isinstance(raw.get(key), int) or isinstance(raw.get(key), bool) or raw[key] <= 0:
+            raise CheckpointError(f"{where}: {key!r} must be a positive integer, got {raw.get(key)!r}")
+    if raw.get("finetuning_scaling_factor"):
+        raise CheckpointError(f"{where}: finetuning_scaling_factor SAEs are not supported")
+    if raw.get("reshape_activations", "none") not in (None, "none"):
+        log.warning("%s: reshape_activations=%r; pass flattened activations", where, raw["reshape_activations"])
+
+    ours = raw.get("saekit")
+    if isinstance(ours, dict) and isinstance(ours.get("sae"), dict):
+        try:
+            cfg = from_dict(SAEConfig, dict(ours["sae"]))
+        except ConfigError as e:
+            raise CheckpointError(f"{where}: the saekit block is malformed: {e}") from e
+        cfg.architecture = arch  # e.g. BatchTopK is stored (and behaves) as JumpReLU
+    else:
+        meta = raw.get("metadata") or raw.get("meta") or {}
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"{where}: 'metadata' must be an object")
+        hook = meta.get("hook_name") or raw.get("hook_name") or raw.get("hook_point") or ""
+        cfg = SAEConfig(
+            architecture=arch,
+            d_in=raw["d_in"],
+            d_sae=raw["d_sae"],
+            hook_name=str(hook),
+            model_name=str(meta.get("model_name") or raw.get("model_name") or "unknown"),
+            context_size=int(meta.get("context_size") or raw.get("context_size") or 128),
+            apply_b_dec_to_input=bool(raw.get("apply_b_dec_to_input", True)),
+            dtype=str(_parse_dtype(raw.get("dtype", "float32"))).removeprefix("torch."),
+        )
+        if arch in ("topk", "batchtopk"):
+            k = raw.get("k", (raw.get("activation_fn_kwargs") or {}).get("k"))
+            if not isinstance(k, (int, float)) or int(k) <= 0:
+                raise CheckpointError(f"{where}: a {saelens_arch} SAE needs a positive 'k', got {k!r}")
+            cfg.k = int(k)
+    for key, want in (("d_in", cfg.d_in), ("d_sae", cfg.d_sae)):
+        if raw[key] != want:
+            raise CheckpointError(f"{where}: {key}={raw[key]} disagrees with the saekit block's {want}")
+
+    norm = raw.get("normalize_activations", "none")
+    scale = None
+    if norm in (None, "none", False):
+        pass
+    elif norm in ("expected_average_only_in", True):
+        if normalization_scale is None:
+            raise CheckpointError(
+                f"{where}: this SAE expects activations scaled by a dataset factor "
+                "(normalize_activations=expected_average_only_in) that is not in the file; "
+                "pass load_sae(..., normalization_scale=<factor>) to fold it in"
+            )
+        scale = float(normalization_scale)
+    else:
+        raise CheckpointError(f"{where}: normalize_activations={norm!r} (a per-token rescale) is not supported")
+    return cfg, scale
+
+
+def _read_gemma_scope(folder: Path) -> tuple[SAEConfig, dict[str, Tensor]]:
+    """Gemma Scope's native params.npz: a JumpReLU without b_dec subtraction."""
+    npz = folder / "params.npz"
+    try:
+        with np.load(npz, allow_pickle=False) as data:
+            tensors = {k: torch.from_numpy(np.array(data[k], dtype=np.float32)) for k in data.files}
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{npz} is not a readable npz file: {e}") from e
+    if "W_enc" not in tensors or tensors["W_enc"].ndim != 2:
+        raise CheckpointError(f"{npz} has no 2-D W_enc; found {sorted(tensors)}")
+    d_in, d_sae = tensors["W_enc"].shape
+    text = str(folder)
+    layer = re.search(r"layer_(\d+)", text)
+    kind = "hook_mlp_out" if "mlp" in text else "hook_resid_post"
+    hook = f"blocks.{layer.group(1)}.{kind}" if layer else ""
+    cfg = SAEConfig(architecture="jumprelu", d_in=d_in, d_sae=d_sae, hook_name=hook, model_name="unknown",
+                    apply_b_dec_to_input=False, context_size=1024)
+    return cfg, tensors
+
+
+def _normalise_tensor_names(tensors: dict[str, Tensor], cfg: SAEConfig) -> dict[str, Tensor]:
+    tensors = dict(tensors)
+    for name in ("scaling_factor", "finetuning_scaling_factor"):
+        if name in tensors:
+            if not torch.allclose(tensors[name].float(), torch.ones_like(tensors[name].float())):
+                raise CheckpointError(f"tensor {name!r} is not all ones; fine-tuned scaling factors are not supported")
+            del tensors[name]
+    if cfg.architecture == "jumprelu" and "threshold" not in tensors and "log_threshold" in tensors:
+        tensors["threshold"] = tensors.pop("log_threshold").float().exp()
+    if cfg.architecture == "jumprelu" and "threshold" in tensors:
+        tensors["threshold"] = tensors["threshold"].float()
+    if cfg.architecture == "batchtopk":
+        thr = tensors.pop("topk_threshold", tensors.pop("threshold", None))
+        tensors["threshold"] = torch.as_tensor(-1.0 if thr is None else float(thr.reshape(-1)[0]), dtype=torch.float32)
+    return tensors
+
+
+def _check_tensors(tensors: dict[str, Tensor], cfg: SAEConfig, folder: Path) -> None:
+    expected: dict[str, tuple[int, ...]] = {
+        "W_enc": (cfg.d_in, cfg.d_sae),
+        "b_enc": (cfg.d_sae,),
+        "W_dec": (cfg.d_sae, cfg.d_in),
+        "b_dec": (cfg.d_in,),
+    }
+    if cfg.architecture == "jumprelu":
+        expected["threshold"] = (cfg.d_sae,)
+    if cfg.architecture == "batchtopk":
+        expected["threshold"] = ()
+    missing = sorted(set(expected) - set(tensors))
+    if missing:
+        raise CheckpointError(f"{folder}: missing tensor(s) {missing} for a {cfg.architecture} SAE (found {sorted(tensors)})")
+    unknown = sorted(set(tensors) - set(expected))
+    if unknown:
+        raise CheckpointError(f"{folder}: unexpected tensor(s) {unknown} for a {cfg.architecture} SAE")
+    for name, shape in expected.items():
+        if tuple(tensors[name].shape) != shape:
+            raise CheckpointError(
+                f"{folder}: {name} has shape {tuple(tensors[name].shape)} but cfg.json says {shape} "
+                f"(d_in={cfg.d_in}, d_sae={cfg.d_sae}); the config and weights do not belong together"
+            )
+        if not tensors[name].is_floating_point():
+            raise CheckpointError(f"{folder}: {name} has dtype {tensors[name].dtype}; expected floating point")

@@ -1,0 +1,261 @@
+"""Run a model on token rows and collect the activations of TransformerLens hooks, fast.
+
+`ActivationExtractor` is what both the cache and the on-the-fly store use. It runs the model only
+as far as the deepest requested hook, for any number of hooks in one pass, and filters outliers
+(special tokens for residual hooks; tokens far above their row's median norm).
+
+Two engines give the same numbers:
+
+* ``bridge`` — TransformerBridge's ``run_with_hooks(..., stop_at_layer=...)``. Works for every
+  hook, but the bridge re-implements attention eagerly and hooks every submodule, which costs
+  ~1.5x a plain forward on CPU.
+* ``fast`` (used by ``auto`` when possible) — a plain Hugging Face module tree that *shares the
+  bridge's weights* (no copy) with SDPA attention, and PyTorch forward hooks on the modules
+  behind the requested ``<component>.hook_in`` / ``<component>.hook_out`` points; an exception
+  raised once every hook has fired stops the forward. ``auto`` checks it against the bridge on
+  the first batch and falls back to the bridge (with a warning) if they disagree.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from sae.model import HookError, is_residual_hook, special_token_ids, stop_layer, validate_hook
+
+log = logging.getLogger(__name__)
+
+_ORIG = "_original_component"
+ENGINES = ("auto", "fast", "bridge")
+
+
+@dataclass
+class Extracted:
+    """Filtered activations of one batch of rows, per hook."""
+
+    keep: dict[str, torch.Tensor]  # bool [B, T]
+    acts: dict[str, torch.Tensor]  # [n_kept, d_in], kept positions in row-major order
+    n_dropped_special: dict[str, int]
+    n_dropped_norm: dict[str, int]
+
+
+class _Stop(Exception):
+    """Raised inside a hook once every requested activation is captured: ends the forward."""
+
+
+def _strip(name: str) -> str:
+    return ".".join(p for p in name.split(".") if p != _ORIG)
+
+
+def _fast_model(bridge: Any) -> Any:
+    """A plain HF model sharing the bridge's parameters and buffers (built once per bridge)."""
+    hf = bridge.original_model
+    first = next(hf.parameters())
+    key = (first.device, first.dtype)
+    cached = bridge.__dict__.get("_saekit_fast_model")
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    from transformers import AutoModelForCausalLM
+
+    config = copy.deepcopy(hf.config)  # from_config edits the config; the bridge's must stay eager
+    with torch.device("meta"):
+        fast = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+    tensors: dict[str, torch.Tensor] = {}
+    for n, p in hf.named_parameters(remove_duplicate=False):
+        tensors.setdefault(_strip(n), p)
+    for n, b in hf.named_buffers(remove_duplicate=False):
+        tensors.setdefault(_strip(n), b)
+    for mod_name, mod in fast.named_modules():
+        for registry in (mod._parameters, mod._buffers):
+            for key, value in list(registry.items()):
+                if value is None:
+                    continue
+                full = f"{mod_name}.{key}" if mod_name else key
+                if full not in tensors:
+                    raise HookError(f"cannot mirror the model for the fast path: no tensor {full}")
+                registry[key] = tensors[full]  # type: ignore[assignment]
+    fast.eval()
+    # Through __dict__, not setattr: nn.Module would adopt it as a submodule (and its state_dict).
+    bridge.__dict__["_saekit_fast_model"] = (key, fast)
+    return fast
+
+
+def _fast_targets(bridge: Any, fast: Any, hooks: list[str]) -> dict[str, tuple[Any, str]]:
+    """hook -> (module of the fast model, "in" | "out"); HookError if a hook has no such module."""
+    # A module appears under several names (HF's and the bridge's aliases): keep the HF ones.
+    fast_names = dict(fast.named_modules(remove_duplicate=False))
+    paths: dict[int, str] = {}
+    for n, m in bridge.original_model.named_modules(remove_duplicate=False):
+        if _strip(n) in fast_names:
+            paths.setdefault(id(m), _strip(n))
+    targets = {}
+    for hook in hooks:
+        canonical = bridge.hook_dict[hook].name or hook
+        prefix, _, kind = canonical.rpartition(".")
+        if kind not in ("hook_in", "hook_out"):
+            raise HookError(f"{hook} ({canonical}) has no plain-module equivalent")
+        component = bridge.get_submodule(prefix)
+        original = getattr(component, _ORIG, None)
+        if original is None or id(original) not in paths:
+            raise HookError(f"{hook}: cannot locate the HF module behind {prefix}")
+        targets[hook] = (fast_names[paths[id(original)]], kind[5:])
+    return targets
+
+
+class ActivationExtractor:
+    """Activations of `hooks` for batches of token rows, with outlier filtering."""
+
+    def __init__(
+        self,
+        model: Any,
+        hooks: list[str],
+        *,
+        exclude_special_tokens: bool = True,
+        max_norm_ratio: float | None = 10.0,
+        engine: str = "auto",
+        extra_special_ids: list[int] | None = None,
+    ) -> None:
+        if not hooks:
+            raise HookError("no hooks requested; pass at least one (e.g. blocks.15.hook_resid_post)")
+        if engine not in ENGINES:
+            raise ValueError(f"engine {engine!r} must be one of {ENGINES}")
+        if max_norm_ratio is not None and max_norm_ratio <= 1:
+            raise ValueError(f"max_norm_ratio must be > 1 (or None to keep all), got {max_norm_ratio}")
+        self.model = model
+        self.hooks = [validate_hook(model, h) for h in dict.fromkeys(hooks)]
+        self.stop_at = stop_layer(self.hooks, model)
+        self.max_norm_ratio = max_norm_ratio
+        specials = set(special_token_ids(model)) | set(extra_special_ids or [])
+        self.special_ids = torch.tensor(sorted(specials), dtype=torch.long)
+        self.exclude_special = {
+            h: exclude_special_tokens
+            and (is_residual_hook(h) or is_residual_hook(model.hook_dict[h].name or h))
+            for h in self.hooks
+        }
+        self.engine = engine
+        self._fast: dict[str, tuple[Any, str]] | None = None
+        self._fast_model: Any = None
+        self._checked = engine != "auto"
+        if engine in ("auto", "fast"):
+            try:
+                self._fast_model = _fast_model(model)
+                self._fast = _fast_targets(model, self._fast_model, self.hooks)
+            except Exception as e:  # any architecture the mirror cannot handle: the bridge can
+                if engine == "fast":
+                    raise
+                log.info("fast activation path unavailable (%s); using the bridge", e)
+                self.engine, self._checked = "bridge", True
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.original_model.parameters()).device
+
+    # ------------------------------------------------------------------ raw forward
+
+    def _run_bridge(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+
+        def capture(act: torch.Tensor, hook: Any, name: str) -> None:
+            out[name] = act.detach()
+
+        fwd = [(h, lambda a, hook, h=h: capture(a, hook, h)) for h in self.hooks]
+        self.model.run_with_hooks(tokens, fwd_hooks=fwd, stop_at_layer=self.stop_at, return_type=None)
+        return out
+
+    def _run_fast(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        assert self._fast is not None
+        out: dict[str, torch.Tensor] = {}
+        handles = []
+
+        def store(name: str, value: Any) -> None:
+            if name in out:
+                return
+            out[name] = (value[0] if isinstance(value, tuple) else value).detach()
+            if len(out) == len(self.hooks):
+                raise _Stop
+
+        for name, (module, kind) in self._fast.items():
+            if kind == "in":
+                handles.append(
+                    module.register_forward_pre_hook(
+                        lambda m, args, kwargs, n=name: store(
+                            n, args[0] if args else kwargs["hidden_states"]
+                        ),
+                        with_kwargs=True,
+                    )
+                )
+            else:
+                handles.append(
+                    module.register_forward_hook(lambda m, args, output, n=name: store(n, output))
+                )
+        try:
+            self._fast_model(input_ids=tokens, use_cache=False)
+        except _Stop:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
+        missing = set(self.hooks) - set(out)
+        if missing:
+            raise HookError(f"hooks {sorted(missing)} did not fire in the fast path")
+        return out
+
+    def _self_check(self, tokens: torch.Tensor) -> None:
+        """Compare the fast path with the bridge on one row; fall back to the bridge if they differ."""
+        row = tokens[:1]
+        fast, ref = self._run_fast(row), self._run_bridge(row)
+        tol = 1e-3 if ref[self.hooks[0]].dtype == torch.float32 else 3e-2
+        for h in self.hooks:
+            a, b = fast[h].float(), ref[h].float()
+            err = (a - b).norm() / b.norm().clamp_min(1e-12)
+            if a.shape != b.shape or not math.isfinite(err.item()) or err > tol:
+                log.warning(
+                    "the fast activation path disagrees with the bridge at %s (rel. error %.2g); "
+                    "using the bridge (slower) for this run", h, err.item() if a.shape == b.shape else -1
+                )
+                self.engine = "bridge"
+                break
+        else:
+            self.engine = "fast"
+        self._checked = True
+
+    @torch.inference_mode()
+    def raw(self, tokens_BT: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Unfiltered activations, hook -> [B, T, d_in] on the model's device."""
+        tokens_BT = tokens_BT.to(self.device)
+        if not self._checked:
+            self._self_check(tokens_BT)
+        if self.engine == "bridge":
+            return self._run_bridge(tokens_BT)
+        return self._run_fast(tokens_BT)
+
+    # ------------------------------------------------------------------ filtering
+
+    @torch.inference_mode()
+    def __call__(self, tokens_BT: torch.Tensor, out_dtype: torch.dtype | None = None) -> Extracted:
+        """Kept activations (on CPU, `out_dtype`), keep masks and drop counts, per hook."""
+        raw = self.raw(tokens_BT)
+        tokens_BT = tokens_BT.to(self.device)
+        special_BT = torch.isin(tokens_BT, self.special_ids.to(tokens_BT.device))
+        res = Extracted({}, {}, {}, {})
+        for h in self.hooks:
+            acts_BTD = raw[h]
+            keep_BT = ~special_BT if self.exclude_special[h] else torch.ones_like(special_BT)
+            res.n_dropped_special[h] = int(special_BT.sum()) if self.exclude_special[h] else 0
+            n_norm = 0
+            if self.max_norm_ratio is not None:
+                norms_BT = torch.linalg.vector_norm(acts_BTD, dim=-1, dtype=torch.float32)
+                median_B = norms_BT.masked_fill(~keep_BT, float("nan")).nanmedian(dim=1).values
+                outlier_BT = keep_BT & (norms_BT > self.max_norm_ratio * median_B[:, None])
+                n_norm = int(outlier_BT.sum())
+                keep_BT = keep_BT & ~outlier_BT
+            res.n_dropped_norm[h] = n_norm
+            kept = acts_BTD[keep_BT]
+            res.acts[h] = kept.to("cpu", out_dtype or kept.dtype)
+            res.keep[h] = keep_BT.cpu()
+        return res

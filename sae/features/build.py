@@ -1,0 +1,201 @@
+"""`build_feature_db`: one streaming pass over N tokens -> one SQLite feature database.
+
+Per batch of token rows: the model runs up to the SAE's hook (`stop_at_layer`), the SAE
+encodes the valid tokens, and `FeatureAccumulator` updates its fixed-size state from the
+firing events. At the end the decoder-only quantities (logit lens, decoder neighbours) and
+co-occurrence rankings are computed and everything is written at once (`write.py`). Memory is
+bounded by d_sae, never by N; see `schema.py` for what is stored and `reservoir.py` for how
+exact histograms and interval samples come out of a single pass.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from sae.config import FeaturesConfig, to_dict
+from sae.features.accumulate import FeatureAccumulator
+from sae.features.lens import decoder_neighbours, logit_lens, unembedding
+from sae.features.source import ForwardTimer, cache_batches, model_batches, model_device
+from sae.features.write import write_feature_db
+
+log = logging.getLogger(__name__)
+
+
+def sae_fingerprint(sae) -> str:
+    """sha256 of the decoder in float32: notices an SAE that changed since its database was built."""
+    w = sae.W_dec.detach().float().cpu().contiguous().numpy()
+    return hashlib.sha256(w.tobytes()).hexdigest()
+
+
+def decode_vocab(tokenizer, vocab_size: int) -> list[str]:
+    """Every token id decoded on its own (what the explorer shows for it)."""
+    texts = tokenizer.batch_decode([[i] for i in range(vocab_size)], skip_special_tokens=False)
+    return [t if isinstance(t, str) else "" for t in texts]
+
+
+def _load_sae(cfg: FeaturesConfig, device: torch.device):
+    try:
+        from sae.checkpoint import load_sae
+    except ImportError as e:
+        raise RuntimeError(f"cannot load the SAE at {cfg.sae_path}: {e}; pass a loaded `sae=` instead") from e
+    return load_sae(cfg.sae_path, device=device)
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="tok", desc="features", smoothing=0.1)
+
+
+@torch.no_grad()
+def build_feature_db(
+    cfg: FeaturesConfig,
+    model=None,
+    sae=None,
+    *,
+    rows: Iterable[Tensor] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Run the feature pass described by `cfg` and write `cfg.out_path`; returns its path.
+
+    `model`/`sae` default to loading `cfg.model` / `cfg.sae_path`. `rows` (optional) replaces the
+    data source with your own token rows (1-D LongTensors of equal length, or [B, T] batches).
+    """
+    import sae as sae_lib
+
+    out_path = Path(cfg.out_path)
+    if out_path.exists() and not cfg.overwrite:
+        raise FileExistsError(f"{out_path} already exists; pass --force (overwrite=True) to replace it, or choose another --out")
+    if model is None:
+        model = sae_lib.load_model(cfg.model.name, device=cfg.device, dtype=cfg.model.dtype)
+    dev = model_device(model)
+    if sae is None:
+        sae = _load_sae(cfg, dev)
+    sae = sae.to(dev).eval()
+    hook = sae.cfg.hook_name
+    sae_lib.validate_hook(model, hook)
+    model_name = getattr(model, "saekit_name", cfg.model.name)
+    if getattr(sae.cfg, "model_name", model_name) not in (model_name, None):
+        log.warning("SAE was trained on %r but the model is %r", sae.cfg.model_name, model_name)
+
+    context = cfg.data.context_size
+    if cfg.cache_dir is not None and rows is None:
+        from sae.shards import read_manifest
+
+        context = int(read_manifest(cfg.cache_dir)["context_size"])
+    n_rows = max(1, math.ceil(cfg.n_tokens / context))
+    timer = ForwardTimer()
+    filt = {"exclude_special_tokens": cfg.exclude_special_tokens, "max_norm_ratio": cfg.max_norm_ratio}
+    if rows is not None:
+        batches = model_batches(model, hook, rows, cfg.batch_size, n_rows, timer, **filt)
+    elif cfg.cache_dir is not None:
+        batches = cache_batches(cfg.cache_dir, hook, cfg.batch_size, n_rows, timer)
+    else:
+        token_rows = sae_lib.token_rows(cfg.data, model.tokenizer)
+        batches = model_batches(model, hook, token_rows, cfg.batch_size, n_rows, timer, **filt)
+
+    acc = FeatureAccumulator(
+        sae.cfg.d_sae,
+        top_k=cfg.top_k,
+        window=cfg.context_window,
+        examples_per_interval=cfg.examples_per_interval,
+        device=dev,
+        seed=cfg.seed,
+        cooccurrence=cfg.cooccurrence,
+    )
+    encode_s = 0.0
+    t_start = time.perf_counter()
+    bar = _progress(n_rows * context, progress)
+    for batch in batches:
+        if batch.acts.shape[-1] != sae.cfg.d_in:
+            raise ValueError(
+                f"hook {hook} gives vectors of size {batch.acts.shape[-1]} but the SAE expects d_in={sae.cfg.d_in}: "
+                "the SAE was trained on another model or hook"
+            )
+        t0 = time.perf_counter()
+        codes = sae.encode(batch.acts.to(device=dev, dtype=sae.dtype))
+        if codes.is_cuda:
+            torch.cuda.synchronize()
+        encode_s += time.perf_counter() - t0
+        acc.update(batch.tokens.to(dev), batch.keep.to(dev), codes)
+        if bar is not None:
+            bar.update(batch.tokens.numel())
+    if bar is not None:
+        bar.close()
+    pass_s = time.perf_counter() - t_start
+    if acc.n_rows == 0:
+        raise ValueError("the data source yielded no token rows: check --data / the cache")
+
+    t0 = time.perf_counter()
+    max_act = acc.max_act
+    intervals = acc.intervals.intervals(max_act, cfg.n_intervals)
+    W_dec = sae.W_dec.detach()
+    lens, lens_note = None, "skipped"
+    try:
+        W_U, norm_w, centre = unembedding(model)
+        if W_U.shape[0] == W_dec.shape[1]:
+            lens = logit_lens(W_dec, W_U, norm_w, centre, n=cfg.n_logits)
+            lens_note = f"W_dec through the final norm's weight{' (centred)' if centre else ''} and W_U"
+        else:
+            lens_note = f"skipped: the SAE's d_in {W_dec.shape[1]} is not the model's d_model {W_U.shape[0]}"
+    except AttributeError as e:
+        lens_note = f"skipped: the model has no unembedding ({e})"
+    neighbours = decoder_neighbours(W_dec, n=cfg.n_neighbours)
+    cooc = acc.cooc.top(cfg.n_neighbours) if acc.cooc is not None else None
+    vocab = decode_vocab(model.tokenizer, int(getattr(model.cfg, "d_vocab", len(model.tokenizer))))
+    finalize_s = time.perf_counter() - t0
+
+    meta: dict[str, Any] = {
+        "saekit_version": _version(),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "sae_path": str(Path(cfg.sae_path).resolve()) if Path(cfg.sae_path).exists() else cfg.sae_path,
+        "sae_cfg": to_dict(sae.cfg),
+        "sae_fingerprint": sae_fingerprint(sae),
+        "model_name": model_name,
+        "hook_name": hook,
+        "d_in": sae.cfg.d_in,
+        "d_sae": sae.cfg.d_sae,
+        "n_tokens": acc.n_tokens,
+        "n_rows": acc.n_rows,
+        "context_size": int(batch.tokens.shape[1]),
+        "n_excluded_tokens": acc.n_excluded,
+        "config": to_dict(cfg),
+        "cooccurrence": acc.cooccurrence_note,
+        "logit_lens": lens_note,
+        "timings": {
+            "forward_s": round(timer.seconds, 3),
+            "encode_s": round(encode_s, 3),
+            "stats_s": round(acc.seconds, 3),
+            "pass_s": round(pass_s, 3),
+            "finalize_s": round(finalize_s, 3),
+        },
+    }
+    t0 = time.perf_counter()
+    path = write_feature_db(
+        out_path, acc, intervals, sae.W_dec.detach().norm(dim=1), lens, neighbours, cooc, vocab, meta,
+        overwrite=cfg.overwrite,
+    )
+    log.info("feature database: %s (%d latents, %d tokens, write %.1fs)", path, acc.d_sae, acc.n_tokens,
+             time.perf_counter() - t0)
+    return path
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("saekit")
+    except Exception:
+        return "0.1.0"

@@ -1,0 +1,309 @@
+"""What a steering intervention is: feature edits through an SAE, or a raw steering vector.
+
+Feature edits map a feature's activation `f_i(x)` to a new value:
+
+- `Clamp(v)`:   f_i -> v            (Anthropic's "clamp"; `unit="max"` means v x max activation)
+- `Scale(c)`:   f_i -> c * f_i
+- `Add(a)`:     f_i -> f_i + a      (= adding a multiple of the decoder direction W_dec[i])
+- `Ablate()`:   f_i -> 0
+
+and are applied the way Templeton et al. (2024) do it: split the activation into the SAE's
+reconstruction plus the error term, edit the codes, decode, add back the UNCHANGED error:
+
+    x_new = decode(codes') + (x - decode(codes))  =  x + sum_i (f_i' - f_i) * W_dec[i]
+
+The right-hand form is what runs (it needs only the edited rows of W_dec); the codes come
+from one `sae.encode(x)` of the unedited x, so TopK / BatchTopK SAEs, whose f_i depend on
+every other latent, are edited exactly like ReLU / JumpReLU ones. Computing the error after
+the edit would cancel the edit; computing it from the edited x is the classic bug.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+import operator
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from sae import SparseAutoencoder
+
+POSITION_MODES = ("all", "prompt", "generated", "after_last_user")
+UNITS = ("abs", "max")
+
+
+class SteeringError(ValueError):
+    """A steering request that cannot run (bad feature, hook, strength, position mode...)."""
+
+
+def _check_finite(name: str, value: float) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise SteeringError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(value):
+        raise SteeringError(f"{name} is {value}; steering strengths must be finite numbers")
+    return value
+
+
+def _check_unit(unit: str) -> str:
+    if unit not in UNITS:
+        raise SteeringError(
+            f"unknown unit {unit!r}: use 'abs' (raw activation value) or 'max' "
+            "(multiples of the feature's maximum activation over the training data)"
+        )
+    return unit
+
+
+def check_positions(positions: str) -> str:
+    if positions not in POSITION_MODES:
+        raise SteeringError(
+            f"unknown position mode {positions!r}; use one of {', '.join(POSITION_MODES)}"
+        )
+    return positions
+
+
+# --------------------------------------------------------------------------- feature edits
+
+
+@dataclass(frozen=True)
+class Clamp:
+    """Set the feature's activation to `value` (absolute, or x its max activation)."""
+
+    value: float
+    unit: Literal["abs", "max"] = "abs"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "value", _check_finite("Clamp value", self.value))
+        _check_unit(self.unit)
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Multiply the feature's activation by `factor` (0 ablates, 2 doubles)."""
+
+    factor: float
+
+    unit: ClassVar[str] = "abs"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "factor", _check_finite("Scale factor", self.factor))
+
+
+@dataclass(frozen=True)
+class Add:
+    """Add `amount` to the activation, i.e. `amount * W_dec[i]` to the stream (x max act for unit max)."""
+
+    amount: float
+    unit: Literal["abs", "max"] = "abs"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "amount", _check_finite("Add amount", self.amount))
+        _check_unit(self.unit)
+
+
+@dataclass(frozen=True)
+class Ablate:
+    """Set the feature's activation to zero (its reconstruction share is removed)."""
+
+    unit: ClassVar[str] = "abs"
+
+
+Edit = Clamp | Scale | Add | Ablate
+EDIT_TYPES = (Clamp, Scale, Add, Ablate)
+
+
+def make_edit(method: str, strength: float, unit: str = "abs") -> Edit:
+    """An edit from its name: clamp | scale | add | ablate (used by the CLI and sweeps)."""
+    method = method.lower()
+    if method == "clamp":
+        return Clamp(strength, unit=unit)  # type: ignore[arg-type]
+    if method == "add":
+        return Add(strength, unit=unit)  # type: ignore[arg-type]
+    if method == "scale":
+        return Scale(strength)
+    if method == "ablate":
+        return Ablate()
+    raise SteeringError(f"unknown steering method {method!r}; use clamp, scale, add or ablate")
+
+
+def edit_codes(
+    x_ND: Float[Tensor, "n d_in"],
+    sae: SparseAutoencoder,
+    features: Tensor,
+    edits: Sequence[Edit],
+    max_acts: Tensor | None = None,
+) -> Float[Tensor, "n d_in"]:
+    """The edited activations `x + sum_i (f_i' - f_i) W_dec[i]` (the error term is kept exactly).
+
+    `features` [F] are feature indices, `edits` one per feature, `max_acts` [F] the features'
+    max activations (needed only for unit="max"). Computes in the SAE's dtype and device,
+    returns in x's.
+    """
+    xs = x_ND.to(sae.W_dec.device, sae.W_dec.dtype)
+    needs_codes = any(not isinstance(e, Add) for e in edits)
+    f_NF = sae.encode(xs)[:, features] if needs_codes else None
+    cols = []
+    for j, e in enumerate(edits):
+        scale = 1.0
+        if getattr(e, "unit", "abs") == "max":
+            if max_acts is None:
+                raise SteeringError("unit='max' needs the features' max activations (pass max_acts)")
+            scale = float(max_acts[j])
+        if isinstance(e, Clamp):
+            new = torch.full_like(f_NF[:, j], e.value * scale)  # type: ignore[index]
+            cols.append(new - f_NF[:, j])  # type: ignore[index]
+        elif isinstance(e, Scale):
+            cols.append((e.factor - 1.0) * f_NF[:, j])  # type: ignore[index]
+        elif isinstance(e, Add):
+            cols.append(torch.full((xs.shape[0],), e.amount * scale, dtype=xs.dtype, device=xs.device))
+        elif isinstance(e, Ablate):
+            cols.append(-f_NF[:, j])  # type: ignore[index]
+        else:
+            raise SteeringError(f"not a feature edit: {e!r}; use Clamp, Scale, Add or Ablate")
+    delta_NF = torch.stack(cols, dim=1)
+    delta_ND = delta_NF @ sae.W_dec[features]
+    return x_ND + delta_ND.to(x_ND.device, x_ND.dtype)
+
+
+# --------------------------------------------------------------------------- interventions
+
+
+@dataclass
+class FeatureSteering:
+    """Edits to some features of one SAE, at the SAE's hook (or `hook`), at some positions.
+
+    `feature_db`: a `sae.FeatureDB` or its path, for unit="max"; without one the max
+    activations come from a quick scan of builtin-corpus tokens (`steering.max_activations`).
+    """
+
+    sae: SparseAutoencoder
+    edits: Mapping[int, Edit]
+    positions: str = "all"
+    hook: str | None = None
+    feature_db: Any = None
+    label: str | None = None
+    _max_acts: Tensor | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        check_positions(self.positions)
+        if isinstance(self.edits, EDIT_TYPES):
+            raise SteeringError("edits must map feature index -> edit, e.g. {123: Clamp(10)}")
+        if not isinstance(self.edits, Mapping) or not self.edits:
+            raise SteeringError("edits must be a non-empty mapping {feature_index: Clamp/Scale/Add/Ablate}")
+        d_sae = int(self.sae.W_dec.shape[0])
+        clean: dict[int, Edit] = {}
+        for f, e in self.edits.items():
+            try:
+                if isinstance(f, bool):
+                    raise TypeError
+                fi = operator.index(f)
+            except TypeError:
+                raise SteeringError(f"feature index {f!r} must be an integer") from None
+            if not 0 <= fi < d_sae:
+                raise SteeringError(
+                    f"feature index {fi} is out of range: this SAE has {d_sae} features (0..{d_sae - 1})"
+                )
+            if not isinstance(e, EDIT_TYPES):
+                raise SteeringError(
+                    f"edit for feature {fi} is {e!r}; use Clamp(v), Scale(c), Add(a) or Ablate()"
+                )
+            clean[fi] = e
+        self.edits = clean
+        if self.hook is None:
+            self.hook = getattr(getattr(self.sae, "cfg", None), "hook_name", None)
+            if not self.hook:
+                raise SteeringError("the SAE's config names no hook; pass hook='blocks.L.hook_resid_post'")
+
+    @property
+    def features(self) -> list[int]:
+        return list(self.edits)
+
+    @property
+    def d_in(self) -> int:
+        return int(self.sae.W_dec.shape[1])
+
+    @property
+    def needs_max(self) -> bool:
+        return any(getattr(e, "unit", "abs") == "max" for e in self.edits.values())
+
+    def describe(self) -> str:
+        if self.label:
+            return self.label
+        parts = [f"{f}:{type(e).__name__.lower()}({_edit_arg(e)})" for f, e in self.edits.items()]
+        return f"sae@{self.hook}[{', '.join(parts)}]"
+
+    def apply(self, x_ND: Float[Tensor, "n d"]) -> Float[Tensor, "n d"]:
+        idx = torch.tensor(self.features, device=self.sae.W_dec.device)
+        return edit_codes(x_ND, self.sae, idx, list(self.edits.values()), self._max_acts)
+
+
+@dataclass
+class VectorSteering:
+    """Add `scale * vector` at a hook (a CAA / difference-of-means steering vector)."""
+
+    vector: Tensor
+    hook: str
+    scale: float = 1.0
+    positions: str = "all"
+    label: str | None = None
+
+    def __post_init__(self) -> None:
+        check_positions(self.positions)
+        self.scale = _check_finite("steering-vector scale", self.scale)
+        if not isinstance(self.vector, Tensor) or self.vector.ndim != 1:
+            raise SteeringError("vector must be a 1-D tensor [d_model]")
+        if not torch.isfinite(self.vector).all():
+            raise SteeringError("the steering vector contains NaN or infinite values")
+
+    @property
+    def d_in(self) -> int:
+        return int(self.vector.shape[0])
+
+    def with_scale(self, scale: float) -> VectorSteering:
+        return VectorSteering(self.vector, self.hook, scale, self.positions, self.label)
+
+    def describe(self) -> str:
+        return self.label or f"vector@{self.hook}x{self.scale:g}"
+
+    def apply(self, x_ND: Float[Tensor, "n d"]) -> Float[Tensor, "n d"]:
+        return x_ND + (self.scale * self.vector).to(x_ND.device, x_ND.dtype)
+
+
+Intervention = FeatureSteering | VectorSteering
+
+
+def _edit_arg(e: Edit) -> str:
+    if isinstance(e, Clamp):
+        return f"{e.value:g}{'xmax' if e.unit == 'max' else ''}"
+    if isinstance(e, Add):
+        return f"{e.amount:+g}{'xmax' if e.unit == 'max' else ''}"
+    if isinstance(e, Scale):
+        return f"x{e.factor:g}"
+    return ""
+
+
+def as_interventions(spec: Any, edits: Mapping[int, Edit] | None = None, **kwargs: Any) -> list[Intervention]:
+    """Normalise what users pass: None, one intervention, a list, or (sae, {feature: edit})."""
+    if spec is None:
+        return []
+    if edits is not None:
+        return [FeatureSteering(spec, edits, **kwargs)]
+    if isinstance(spec, (FeatureSteering, VectorSteering)):
+        return [spec]
+    if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], Mapping):
+        return [FeatureSteering(spec[0], spec[1], **kwargs)]
+    if isinstance(spec, (list, tuple)):
+        out: list[Intervention] = []
+        for item in spec:
+            out.extend(as_interventions(item, **kwargs))
+        return out
+    raise SteeringError(
+        f"cannot steer with {type(spec).__name__}; pass FeatureSteering / VectorSteering objects, "
+        "a list of them, or (sae, {feature: Clamp(...)})"
+    )

@@ -1,0 +1,205 @@
+"""Every explorer page through Streamlit's AppTest, including missing, corrupt and mismatched databases."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import sae
+from app.explorer import data
+from sae.features.demo import build_demo_db, random_sae
+
+MAIN = str(Path(__file__).resolve().parents[2] / "app" / "explorer" / "main.py")
+PAGES = ["views/features.py", "views/feature.py", "views/live.py", "views/steer.py"]
+
+
+@pytest.fixture(scope="module")
+def demo(model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("explorer")
+    db_path, sae_dir = build_demo_db(out, model, d_sae=256, layer=2, n_tokens=1024, context_size=64)
+    data.preload(model=model)  # the pages would load the same model by name; reuse the session's
+    return db_path, sae_dir
+
+
+_SHARED: dict = {}
+
+
+def _new_app(timeout: float = 120) -> AppTest:
+    at = AppTest.from_file(MAIN, default_timeout=timeout)
+    # Each AppTest scans every installed package for Streamlit components on its first run (~1 s);
+    # they are the same for all of ours. (Harmless if a Streamlit version drops this attribute.)
+    if _SHARED.get("components") is not None:
+        at._bidi_component_manager = _SHARED["components"]
+    return at
+
+
+def _app(db_path, monkeypatch, page: str | None = None, **params) -> AppTest:
+    monkeypatch.setenv("SAEKIT_DB", str(db_path))
+    at = _new_app()
+    if page:
+        at.switch_page(page)
+    for k, v in params.items():
+        at.query_params[k] = str(v)
+    at.run()
+    _SHARED.setdefault("components", getattr(at, "_bidi_component_manager", None))
+    return at
+
+
+def _ok(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def _html(at: AppTest) -> str:
+    return "".join(h.value for h in at.get("html"))
+
+
+def test_feature_list_filters_and_search(demo, monkeypatch):
+    db = sae.FeatureDB(demo[0])
+    at = _app(demo[0], monkeypatch)
+    _ok(at)
+    assert at.title[0].value == "Features"
+    assert len(at.dataframe) == 1
+    n_live = int((~db.summaries()["dead"]).sum())
+    assert any(f"{n_live} of 256 latents shown" in c.value for c in at.caption)
+    at.checkbox[0].check().run()  # show dead latents too
+    assert any("256 of 256 latents shown" in c.value for c in at.caption)
+    at.selectbox[0].set_value("density ↓").run()
+    _ok(at)
+    token = db.feature(5).top_logits[0][1]
+    at.text_input(key="q_logit").set_value(token).run()
+    _ok(at)
+    assert any("latents promote" in m.value for m in at.markdown)
+    at.text_input(key="q_text").set_value("Eiffel").run()
+    _ok(at)
+    assert any("in their examples" in m.value for m in at.markdown)
+
+
+def test_deep_link_from_root_redirects_to_the_feature_page(demo, monkeypatch):
+    at = _app(demo[0], monkeypatch, feature=7)
+    _ok(at)
+    assert at.title[0].value == "Feature 7"
+
+
+def test_feature_page(demo, monkeypatch):
+    db = sae.FeatureDB(demo[0])
+    i = int(db.summaries()["density"].argmax())
+    f = db.feature(i)
+    at = _app(demo[0], monkeypatch, "views/feature.py", feature=i)
+    _ok(at)
+    assert at.title[0].value == f"Feature {i}"
+    html = _html(at)
+    spans = re.findall(r'<span class="saekit-tok[^"]*" data-act="([^"]+)" title="activation ([0-9.]+)[^"]*" '
+                       r'style="[^"]*background-color:rgba\(255,110,0,([0-9.]+)\)', html)
+    assert len(spans) >= sum(len(e.tokens) for e in f.top_examples)
+    for _, act, alpha in spans:  # colour proportional to activation / max activation
+        assert float(alpha) == pytest.approx(min(1.0, float(act) / f.max_act), abs=2e-3)
+    assert max(float(a) for _, _, a in spans) == pytest.approx(1.0)
+    assert len(at.get("plotly_chart")) == 2
+    labels = [p.proto.label for p in at.get("page_link")]
+    assert sum(lab.startswith("#") and "cos" in lab for lab in labels) == 10
+    at.button(key="next").click().run()
+    _ok(at)
+    assert at.title[0].value == f"Feature {i + 1}"
+
+
+def test_dead_and_bad_feature_numbers(demo, monkeypatch):
+    at = _app(demo[0], monkeypatch, "views/feature.py", feature=0)
+    _ok(at)
+    assert "never fired" in at.warning[0].value
+    for bad, msg in ((999, "does not exist"), ("abc", "not a feature number")):
+        at = _app(demo[0], monkeypatch, "views/feature.py", feature=bad)
+        assert not at.exception
+        assert msg in at.error[0].value
+
+
+def test_live_text(demo, monkeypatch):
+    at = _app(demo[0], monkeypatch, "views/live.py", feature=5)
+    _ok(at)
+    at.text_area(key="live_text").set_value("def add(a, b): return a + b").run()
+    _ok(at)
+    html = _html(at)
+    assert "saekit-skip" in html and "add" in html  # BOS shown as not encoded, the text's tokens highlighted
+    assert len(at.dataframe) == 1
+
+
+def test_steering_playground(demo, monkeypatch):
+    at = _app(demo[0], monkeypatch, "views/steer.py", feature=5)
+    _ok(at)
+    at.slider(key="max_new").set_value(8)
+    at.number_input(key="s0").set_value(20.0)
+    at.button(key="generate").click().run()
+    _ok(at)
+    texts = [t.value for t in at.text]
+    assert len(texts) == 2 and all(texts)
+    assert any("5:clamp(20xmax)" in c.value for c in at.caption)
+
+
+@pytest.fixture(scope="module")
+def bad_dbs(demo, tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad")
+    junk = d / "junk.sqlite"
+    junk.write_bytes(b"\x00garbage" * 100)
+    old = d / "old.sqlite"
+    old.write_bytes(demo[0].read_bytes())
+    con = sqlite3.connect(old)
+    con.execute("UPDATE meta SET value = '0' WHERE key = 'schema_version'")
+    con.commit()
+    con.close()
+    return {"missing": (d / "missing.sqlite", "No feature database"),
+            "junk": (junk, "not a SQLite file"),
+            "old schema": (old, "schema version 0")}
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_bad_databases_show_an_error_not_a_traceback(bad_dbs, monkeypatch, page):
+    for path, msg in bad_dbs.values():
+        at = _app(path, monkeypatch, page, feature=1)
+        assert not at.exception
+        assert at.error and msg in at.error[0].value and "saekit analyze" in at.error[0].value
+
+
+def test_no_database_chosen(monkeypatch):
+    monkeypatch.delenv("SAEKIT_DB", raising=False)
+    at = _new_app(60).run()
+    assert not at.exception
+    assert "No feature database chosen" in at.error[0].value
+
+
+@pytest.mark.parametrize("page", ["views/live.py", "views/steer.py"])
+def test_mismatched_or_missing_sae(demo, tmp_path, monkeypatch, page):
+    other = sae.save_sae(random_sae(seed=1), tmp_path / "other_sae")  # same shape, other weights
+    swapped = tmp_path / "swapped.sqlite"
+    swapped.write_bytes(demo[0].read_bytes())
+    con = sqlite3.connect(swapped)
+    con.execute("UPDATE meta SET value = ? WHERE key = 'sae_path'", (json.dumps(str(other)),))
+    con.commit()
+    con.close()
+    at = _app(swapped, monkeypatch, page)
+    assert not at.exception
+    assert "has changed" in at.error[0].value
+
+    gone = tmp_path / "gone.sqlite"
+    gone.write_bytes(demo[0].read_bytes())
+    con = sqlite3.connect(gone)
+    con.execute("UPDATE meta SET value = ? WHERE key = 'sae_path'", (json.dumps(str(tmp_path / "nowhere")),))
+    con.commit()
+    con.close()
+    at = _app(gone, monkeypatch, page)
+    assert not at.exception
+    assert "is not at" in at.error[0].value
+
+
+def test_explore_command_line(demo):
+    import argparse
+
+    from app.commands.explore import command
+
+    cmd = command(argparse.Namespace(db=str(demo[0]), port=8600, address="localhost", no_browser=True))
+    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("main.py")
+    assert cmd[-2:] == ["--db", str(demo[0].resolve())] and "8600" in cmd
