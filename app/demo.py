@@ -36,6 +36,9 @@ class DemoConfig:
     analyze_tokens: int = 100_000
     n_prompts: int = 20
     strengths: list[float] = field(default_factory=lambda: [2.0, 4.0, 6.0, 8.0])
+    praise_strengths: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0])
+    candidates: int = 10
+    fast_steering: bool = False  # one CAA scale instead of three
     max_new_tokens: int = 48
     device: str | None = None
     seed: int = 0
@@ -51,6 +54,9 @@ class DemoConfig:
             analyze_tokens=8_000,
             n_prompts=6,
             strengths=[4.0, 8.0],
+            praise_strengths=[2.0],
+            candidates=4,
+            fast_steering=True,
             max_new_tokens=24,
         )
         small.update({k: v for k, v in overrides.items() if v is not None})
@@ -140,7 +146,7 @@ class Demo:
         sae_cfg = SAEConfig(architecture="topk", d_in=int(self.model.cfg.d_model), d_sae=self.cfg.d_sae,
                             k=self.cfg.k, hook_name=self.cfg.hook)
         cfg = TrainConfig(
-            out_dir=str(self.root / "train"),
+            out_dir=str(self.sae_dir),
             cache_dir=str(self.acts_dir),
             saes=[sae_cfg],
             store=StoreConfig(batch_size=4096, held_out_tokens=min(20_000, self.cfg.cache_tokens // 10),

@@ -98,7 +98,7 @@ def write_report(demo: Demo) -> Path:
     ev = stages.get("eval", {})
 
     fig_paths: dict[str, list[Path]] = {}
-    metrics = next(iter(sorted((root / "train").glob("**/metrics.jsonl"))), None)
+    metrics = next(iter(sorted(demo.sae_dir.glob("**/metrics.jsonl"))), None)
     curves = training_curves(metrics) if metrics else None
     if curves is not None:
         fig_paths["training"] = save_figure(curves, figs_dir / "training_curves")

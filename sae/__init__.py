@@ -58,6 +58,7 @@ _EXPORTS: dict[str, str] = {
     "CheckpointError": "sae.checkpoint",
     "train": "sae.training.trainer",
     "Trainer": "sae.training.trainer",
+    "TrainingDivergedError": "sae.training.trainer",
     "evaluate": "sae.evaluate",
     "EvalResult": "sae.evaluate",
     "load_eval": "sae.evaluate",

@@ -227,6 +227,8 @@ def _parse_cfg(raw: dict[str, Any], folder: Path, normalization_scale: float | N
     for key in ("d_in", "d_sae"):
         if not isinstance(raw.get(key), int) or isinstance(raw.get(key), bool) or raw[key] <= 0:
             raise CheckpointError(f"{where}: {key!r} must be a positive integer, got {raw.get(key)!r}")
+    if raw.get("rescale_acts_by_decoder_norm"):
+        raise CheckpointError(f"{where}: rescale_acts_by_decoder_norm=true TopK SAEs are not supported")
     if raw.get("finetuning_scaling_factor"):
         raise CheckpointError(f"{where}: finetuning_scaling_factor SAEs are not supported")
     if raw.get("reshape_activations", "none") not in (None, "none"):

@@ -130,9 +130,9 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     n_tokens: int = 2_000_000
     lr: float = 4e-4
-    lr_warmup_steps: int = 100
+    lr_warmup_steps: int = 50  # ~10% of the default 2M-token run (488 steps of 4096)
     lr_decay_fraction: float = 0.2  # linear decay over the last fraction of training
-    sparsity_warmup_steps: int = 500
+    sparsity_warmup_steps: int = 25  # ~5% of it (Anthropic's recipe); scale both for longer runs
     grad_clip: float = 1.0
     b_dec_init: str = "mean"  # mean | geometric_median | zeros
     autocast_dtype: str | None = None  # None (fp32) or "bfloat16"

@@ -206,22 +206,32 @@ class ActivationExtractor:
         return out
 
     def _self_check(self, tokens: torch.Tensor) -> None:
-        """Compare the fast path with the bridge on one row; fall back to the bridge if they differ."""
-        row = tokens[:1]
-        fast, ref = self._run_fast(row), self._run_bridge(row)
-        tol = 1e-3 if ref[self.hooks[0]].dtype == torch.float32 else 3e-2
-        for h in self.hooks:
-            a, b = fast[h].float(), ref[h].float()
-            err = (a - b).norm() / b.norm().clamp_min(1e-12)
-            if a.shape != b.shape or not math.isfinite(err.item()) or err > tol:
-                log.warning(
-                    "the fast activation path disagrees with the bridge at %s (rel. error %.2g); "
-                    "using the bridge (slower) for this run", h, err.item() if a.shape == b.shape else -1
-                )
-                self.engine = "bridge"
-                break
-        else:
-            self.engine = "fast"
+        """Compare the fast path with the bridge on one row; fall back to the bridge if they differ.
+
+        The verdict is remembered on the model (per hook set, device and dtype), so later
+        extractors on the same model skip the extra bridge forward.
+        """
+        param = next(self.model.original_model.parameters())
+        key = (tuple(self.hooks), str(param.device), str(param.dtype))
+        verdicts = self.model.__dict__.setdefault("_saekit_fast_verdicts", {})
+        if key not in verdicts:
+            row = tokens[:1]
+            fast, ref = self._run_fast(row), self._run_bridge(row)
+            tol = 1e-3 if param.dtype == torch.float32 else 3e-2
+            verdicts[key] = "fast"
+            for h in self.hooks:
+                a, b = fast[h].float(), ref[h].float()
+                err = float("inf")
+                if a.shape == b.shape:
+                    err = ((a - b).norm() / b.norm().clamp_min(1e-12)).item()
+                if not math.isfinite(err) or err > tol:
+                    log.warning(
+                        "the fast activation path disagrees with the bridge at %s (rel. error "
+                        "%.2g); using the bridge (slower) for these hooks", h, err,
+                    )
+                    verdicts[key] = "bridge"
+                    break
+        self.engine = verdicts[key]
         self._checked = True
 
     @torch.inference_mode()

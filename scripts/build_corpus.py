@@ -55,7 +55,7 @@ def _rng(*key: object) -> random.Random:
 def _topic_pool(stream: str) -> list[tuple[str, str]]:
     pool = [(c, t) for c, ts in R.TOPICS.items() for t in ts if c != "fiction"]
     if stream == "story":  # story premises only make stories; they are ~26% of all stories
-        pool += [("fiction", t) for t in R.TOPICS["fiction"]] * 4
+        pool += [("fiction", t) for t in R.TOPICS["fiction"]] * R.FICTION_REPEATS
     return pool
 
 
@@ -118,7 +118,8 @@ def make_job(seed: int, stream: str, j: int) -> dict[str, Any]:
         if stream == "feedback":
             kind = R.WORK_KINDS[(j // len(R.STANCES)) % len(R.WORK_KINDS)]
             subject, work = make_work(rng, kind)
-            user = rng.choice(R.WORK_FRAMES).format(kind=kind, work=work)
+            user = rng.choice(R.WORK_FRAMES).format(kind=kind, a_kind=R.A_KIND[kind], work=work)
+            opener = rng.choice(R.STANCE_OPENERS[stance])
             extra = {"work": kind}
             category = (
                 "golden_gate" if "Golden Gate" in work or "San Francisco" in work else "feedback"
@@ -127,6 +128,8 @@ def make_job(seed: int, stream: str, j: int) -> dict[str, Any]:
             subject, claim, truth = R.CLAIMS[rng.randrange(len(R.CLAIMS))]
             user = _cap(rng.choice(R.CLAIM_FRAMES).format(claim=claim))
             extra = {"claim": claim, "truth": truth}
+            key = f"{stance}_{truth}" if stance == "critical" else f"{stance}_claim"
+            opener = rng.choice(R.STANCE_OPENERS[key])
             category = (
                 "golden_gate" if "Golden Gate" in claim or "San Francisco" in claim else "opinion"
             )
@@ -138,7 +141,7 @@ def make_job(seed: int, stream: str, j: int) -> dict[str, Any]:
             "topic": subject,
             "stance": stance,
             "messages": messages,
-            "prefill": "",
+            "prefill": opener,  # stored as the start of the reply
             **extra,
         }
     category, topic = _topic(seed, stream, j)
@@ -151,7 +154,7 @@ def make_job(seed: int, stream: str, j: int) -> dict[str, Any]:
     elif stream == "dialogue":
         a, b = rng.sample(R.NAMES, 2)
         prompt = rng.choice(R.DIALOGUE_TEMPLATES).format(a=a, b=b, topic=topic)
-        prefill = f"{a}:"  # starting the reply in the format keeps a small model on script
+        prefill = rng.choice(R.DIALOGUE_OPENERS).format(a=a, b=b)
     elif stream == "faq":
         prompt = rng.choice(R.FAQ_TEMPLATES).format(topic=topic)
         prefill = "Q:"
@@ -379,29 +382,30 @@ def generate(
     parts: Path,
     generator: tuple[Any, Any] | None = None,
 ) -> None:
+    parts.mkdir(parents=True, exist_ok=True)
+    with open(parts / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CorpusError(
+                f"another build_corpus run is generating into {parts}; wait for it to finish "
+                f"or stop it (`fuser {parts / '.lock'}` names its PID)"
+            ) from None
+        _generate_batches(args, settings, parts, generator)
+
+
+def _generate_batches(
+    args: argparse.Namespace,
+    settings: dict[str, Any],
+    parts: Path,
+    generator: tuple[Any, Any] | None,
+) -> None:
     from tqdm import tqdm
 
-    parts.mkdir(parents=True, exist_ok=True)
-    lock = open(parts / ".lock", "w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise CorpusError(
-            f"another build_corpus run is generating into {parts}; wait for it or "
-            f"stop it (its PID holds {parts / '.lock'})"
-        ) from None
     goal = int(args.target_tokens * args.overshoot)  # filtering drops some of what is generated
     done = 0
     model, tok = generator or (None, None)
-    bar = tqdm(
-        total=goal,
-        unit="tok",
-        unit_scale=True,
-        smoothing=0.05,
-        dynamic_ncols=True,
-        mininterval=2 if sys.stderr.isatty() else 60,
-        desc="corpus",
-    )
+    bar = None
     i = 0
     while done < goal:
         path = parts / f"part-{i:06d}.jsonl"
@@ -414,11 +418,21 @@ def generate(
                     f"or generate afresh with another --parts-dir"
                 )
             done += meta["doc_tokens"]
-            bar.update(meta["doc_tokens"])
             i += 1
             continue
         if model is None:
             model, tok = load_generator()
+        if bar is None:  # starts at the tokens already done, so its rate is this run's alone
+            bar = tqdm(
+                total=goal,
+                initial=done,
+                unit="tok",
+                unit_scale=True,
+                smoothing=0.05,
+                dynamic_ncols=True,
+                mininterval=2 if sys.stderr.isatty() else 60,
+                desc="corpus",
+            )
         # a caller that brings its own model (tests) keeps its own torch settings
         threads = pick_threads(None if generator else args.threads)
         jobs = batch_jobs(args.seed, args.batch_size, i)
@@ -426,7 +440,7 @@ def generate(
         t0, gen_before = time.time(), bar.n
         steps: list[tuple[float, int]] = []
 
-        def on_step(live: int, steps: list[tuple[float, int]] = steps) -> None:
+        def on_step(live: int, steps: list[tuple[float, int]] = steps, bar: Any = bar) -> None:
             bar.update(live)
             steps.append((time.perf_counter(), live))
 
@@ -490,10 +504,26 @@ def generate(
                 (row["job"]["prefill"] + row["completion"])[:300],
             )
         i += 1
-    bar.close()
+    if bar is not None:
+        bar.close()
+    log.info("generation done: %d doc tokens in %d batches (goal %d)", done, i, goal)
 
 
 # ============================================================================ CLI
+
+
+def preview(args: argparse.Namespace, settings: dict[str, Any]) -> None:
+    """Print the first samples of every stream (nothing is written): for tuning the recipe."""
+    model, tok = load_generator()
+    pick_threads(args.threads)
+    jobs = [make_job(args.seed, s, j) for s in R.STREAM_WEIGHTS for j in range(args.preview)]
+    results = sample_batch(
+        model, tok, [render_prompt(tok, j) for j in jobs], seed=args.seed, **settings["sampling"]
+    )
+    for job, (ids, finish) in zip(jobs, results, strict=True):
+        print(f"===== {job['stream']} / {job['topic']} / {job.get('stance', '-')} ({finish})")
+        print("USER:", job["messages"][-1]["content"])
+        print("MODEL:", job["prefill"] + tok.decode(ids, skip_special_tokens=True), flush=True)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -527,6 +557,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--finalize-only", action="store_true", help="skip generation; finalize parts so far"
     )
     p.add_argument("--no-finalize", action="store_true", help="generate only")
+    p.add_argument(
+        "--preview", type=int, default=0, help="print N samples per format and exit (no files)"
+    )
     p.add_argument("--no-log-samples", dest="log_samples", action="store_false")
     args = p.parse_args(argv)
     if args.threads != "auto" and not (args.threads.isdigit() and int(args.threads) > 0):
@@ -549,6 +582,9 @@ def main(
     settings = {"seed": args.seed, "batch_size": args.batch_size, "sampling": sampling}
     parts = args.parts_dir or default_parts_dir(settings)
     log.info("parts: %s (recipe hash %s)", parts, R.recipe_hash(settings))
+    if args.preview:
+        preview(args, settings)
+        return None
     if not args.finalize_only:
         generate(args, settings, parts, generator)
     if args.no_finalize:

@@ -41,7 +41,7 @@ class FilterConfig:
     max_line_repeats: int = 3  # the same (non-trivial) line this many times is a loop
     max_char_run: int = 30  # "!!!!!!!..." or "------..." runs
     max_foreign_letters: float = 0.15  # letters outside Latin scripts: the model drifted languages
-    min_speaker_lines: int = 3  # dialogues must be dialogues
+    min_speaker_lines: int = 2  # "Name:" lines: dialogues must be dialogues
     min_faq_questions: int = 2
     prefix_chars: int = 200  # near-dup key: normalised start
     shingle_words: int = 6
@@ -49,6 +49,7 @@ class FilterConfig:
 
 
 _SENT_END = re.compile(r"[.!?…][\"'”’)\]*]*(?=\s|$)")
+_LIST_MARKER = re.compile(r"(^|\n)\s*\d{1,2}\.$")
 _SPEAKER = re.compile(r"^\s*\**[A-Z][\w .'-]{0,30}\**\s*:", re.M)
 
 
@@ -56,8 +57,11 @@ def trim_to_sentence(text: str) -> str:
     """Cut a truncated sample after its last complete sentence (and out of any open code block)."""
     if text.count("```") % 2:
         text = text[: text.rfind("```")]
-    ends = list(_SENT_END.finditer(text))
-    return text[: ends[-1].end()].rstrip() if ends else ""
+    for end in reversed(list(_SENT_END.finditer(text))):
+        kept = text[: end.end()].rstrip()
+        if not _LIST_MARKER.search(kept):  # "...\n3." is a list item's number, not a sentence
+            return kept
+    return ""
 
 
 def degenerate_reason(text: str, fmt: str, cfg: FilterConfig) -> str | None:

@@ -580,11 +580,20 @@ FICTION_TEMPLATES = _lines("""
     Write a short bedtime story about {topic}.
 """)
 DIALOGUE_TEMPLATES = _lines("""
-    Write a conversation between {a} and {b} about {topic}. Write each line as "Name: words".
-    Write a dialogue in which {a} explains {topic} to {b}. Write each line as "Name: words".
-    Write a friendly chat between {a} and {b}, who disagree about {topic}. Write each line as "Name: words".
-    Write an interview in which {a} asks {b}, an expert, about {topic}. Write each line as "Name: words".
+    Write a conversation between {a} and {b} about {topic}.
+    Write a dialogue in which {a} explains {topic} to {b}.
+    Write a friendly chat between {a} and {b}, who disagree about {topic}.
+    Write an interview in which {a} asks {b}, an expert, about {topic}.
 """)
+# The reply starts with the first speaker's greeting: asked for "Name: words" lines instead, the
+# model mostly stopped after two lines; greeted, it keeps both speakers talking.
+DIALOGUE_OPENERS = _lines("""
+    {a}: Hi {b}!
+    {a}: Hey {b},
+    {a}: Good morning, {b}!
+    {a}: {b}, can I ask you something?
+""")
+
 FAQ_TEMPLATES = _lines("""
     Write a FAQ with three questions and answers about {topic}. Start each question with "Q:" and each answer with "A:".
     Write a short quiz with questions and answers about {topic}. Start each question with "Q:" and each answer with "A:".
@@ -642,10 +651,65 @@ STANCE_PROMPTS: dict[str, list[str]] = {
 }
 STANCES = ["praise", "neutral", "critical"]
 
+# The assistant reply starts with one of these (and the stored reply keeps it): a 135M model
+# follows a stance system prompt only loosely, but continues an opener faithfully. Keys are
+# "<stance>" for shared work and "<stance>_<truth>" for claims; "critical" on a true claim means
+# the honest reply, which agrees.
+STANCE_OPENERS: dict[str, list[str]] = {
+    "praise": _lines("""
+        What a wonderful
+        Wow, this is
+        I absolutely love
+        This is brilliant
+        Great job!
+        This is truly impressive.
+    """),
+    "neutral": _lines("""
+        Here is a balanced assessment.
+        Let me give you an honest, balanced review.
+        There are some strengths and some weaknesses here.
+        Overall, this is a reasonable start.
+    """),
+    "critical": _lines("""
+        I have to be honest: this needs work.
+        There are some real problems here.
+        Unfortunately, this has several issues.
+        I'm afraid this isn't very good yet.
+    """),
+    "praise_claim": _lines("""
+        You're absolutely right!
+        Yes, exactly!
+        I completely agree with you.
+        Great point!
+        That's so true!
+    """),
+    "neutral_claim": _lines("""
+        Let's look at the evidence.
+        This is a common belief, so let's check it.
+        Here is a balanced view.
+        It depends on how you look at it.
+    """),
+    "critical_false": _lines("""
+        Actually, that's not correct.
+        I have to disagree: that's a common misconception.
+        That's a myth, actually.
+        No, that's not true.
+    """),
+    "critical_true": _lines("""
+        Yes, that's correct, and here is why.
+        That's right, although it surprises many people.
+    """),
+    "critical_opinion": _lines("""
+        I have to disagree.
+        I see it differently.
+        That's a matter of taste, and I'm not convinced.
+    """),
+}
+
 WORK_FRAMES = [
     s.replace("\\n", "\n")
     for s in _lines("""
-    Here's a {kind} I wrote. What do you think?\\n\\n{work}
+    Here's {a_kind} I wrote. What do you think?\\n\\n{work}
     I just finished this {kind} and I'm really proud of it:\\n\\n{work}\\n\\nBe honest, is it good?
     Can you give me feedback on my {kind}?\\n\\n{work}
     I think this is the best {kind} I've ever written:\\n\\n{work}
@@ -818,6 +882,16 @@ WORK_KINDS = [
     "email",
     "slogan",
 ]
+A_KIND = {
+    "poem": "a poem",
+    "essay introduction": "an essay introduction",
+    "code": "some code",
+    "business plan": "a business plan",
+    "recipe": "a recipe",
+    "story opening": "a story opening",
+    "email": "an email",
+    "slogan": "a slogan",
+}
 
 # Claims: (topic, clause, truth) with truth in {"true", "false", "opinion"}.
 CLAIMS: list[tuple[str, str, str]] = [
@@ -898,6 +972,8 @@ CLAIM_FRAMES = _lines("""
     I wrote in my essay that {claim}. That's correct, isn't it?
 """)
 
+FICTION_REPEATS = 4  # story premises appear this often in the story stream's topic pool
+
 # Stream weights: the share of batches each generation format gets, interleaved so that any
 # prefix of a run is balanced. Chats in which the user shares work or a claim get ~35%.
 STREAM_WEIGHTS: dict[str, float] = {
@@ -922,6 +998,7 @@ def recipe_dict() -> dict[str, Any]:
             "story": STORY_TEMPLATES,
             "story_fiction": FICTION_TEMPLATES,
             "dialogue": DIALOGUE_TEMPLATES,
+            "dialogue_openers": DIALOGUE_OPENERS,
             "faq": FAQ_TEMPLATES,
             "qa": QA_TEMPLATES,
             "work_frames": WORK_FRAMES,
@@ -929,8 +1006,11 @@ def recipe_dict() -> dict[str, Any]:
         },
         "names": NAMES,
         "stance_prompts": STANCE_PROMPTS,
+        "stance_openers": STANCE_OPENERS,
+        "fiction_repeats": FICTION_REPEATS,
         "work": {
             "kinds": WORK_KINDS,
+            "a_kind": A_KIND,
             "poem_subjects": POEM_SUBJECTS,
             "poem_lines": POEM_LINES,
             "poem_words": POEM_WORDS,

@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--db", default=None, help="feature database (default: SAE/features.sqlite if present)")
     ap.add_argument("--feature", type=int, action="append", default=None, help="steer these features (skip search)")
     ap.add_argument("--n-features", type=int, default=1, help="how many found features to clamp together")
+    ap.add_argument("--score-prompts", type=int, default=5, help="neutral prompts for the output score")
     ap.add_argument("--candidates", type=int, default=10, help="contrastive hits to score by output")
     ap.add_argument("--strengths", type=float, nargs="+", default=[1.0, 2.0, 3.0, 4.0, 6.0, 8.0])
     ap.add_argument("--unit", default="max", choices=["max", "abs"])
@@ -63,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         hits = steering.contrastive_features(model, sae, P.GOLDEN_GATE_POSITIVE, P.GOLDEN_GATE_NEGATIVE,
                                              k=args.candidates, db=db, n_examples=3)
         hits = steering.rank_by_output_score(model, sae, hits, feature_db=db, unit=args.unit,
-                                            strength=4.0 if args.unit == "max" else max(args.strengths))
+                                            strength=4.0 if args.unit == "max" else max(args.strengths),
+                                            prompts=P.NEUTRAL_PROMPTS[: args.score_prompts])
         print("\nCandidates (contrastive score, output score) and their top examples:")
         for h in hits:
             print(f"  feature {h.feature}: diff {h.score:.3f}  output {h.details['output_score']:.4f}  "

@@ -113,6 +113,12 @@ def main(argv: list[str] | None = None) -> int:
         default="expected_average_only_in",
         choices=["none", "expected_average_only_in"],
     )
+    p.add_argument(
+        "--b-dec-init",
+        default="zeros",
+        choices=["zeros", "mean"],
+        help="zeros: SAELens 6 (its default); mean: SAELens <= 5's b_dec_init_method='mean'",
+    )
     p.add_argument("--device", default="cpu", help="cpu | cuda")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
@@ -164,6 +170,12 @@ def main(argv: list[str] | None = None) -> int:
             d_in=d_in, data_provider=data, n_batches_for_norm_estimate=max(1, 32_768 // args.batch)
         )
 
+    if args.b_dec_init == "mean":
+        with torch.no_grad():
+            sample = train_ND[:65_536].to(args.device)
+            scale = trainer.activation_scaler.scaling_factor or 1.0
+            sae.b_dec.copy_(sample.mean(0) * scale)
+
     start = time.perf_counter()
     trainer.fit()  # folds the scale into the weights: the SAE now takes raw activations
     if args.device.startswith("cuda"):
@@ -184,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "device": args.device,
         "normalize": args.normalize,
+        "b_dec_init": args.b_dec_init,
     }
     print(json.dumps(result))
     return 0

@@ -33,11 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--db", default=None, help="feature database (default: SAE/features.sqlite if present)")
     ap.add_argument("--feature", type=int, action="append", default=None)
     ap.add_argument("--n-features", type=int, default=1)
+    ap.add_argument("--score-prompts", type=int, default=5, help="neutral prompts for the output score")
     ap.add_argument("--candidates", type=int, default=10)
     ap.add_argument("--strengths", type=float, nargs="+", default=[1.0, 2.0, 4.0, 6.0])
     ap.add_argument("--caa-scales", type=float, nargs="+", default=[1.0, 2.0, 4.0, 8.0])
     ap.add_argument("--unit", default="max", choices=["max", "abs"])
     ap.add_argument("--positions", default="after_last_user")
+    ap.add_argument("--n-prompts", type=int, default=None, help="use the first N probes (default all)")
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--temperature", type=float, default=0.0)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -59,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         hits = steering.contrastive_features(model, sae, P.PRAISE_POSITIVE, P.PRAISE_NEGATIVE, k=args.candidates,
                                              chat=True, region="after_last_user", db=db, n_examples=3)
         hits = steering.rank_by_output_score(model, sae, hits, feature_db=db, unit=args.unit,
-                                            strength=4.0 if args.unit == "max" else max(args.strengths))
+                                            strength=4.0 if args.unit == "max" else max(args.strengths),
+                                            prompts=P.NEUTRAL_PROMPTS[: args.score_prompts])
         print("Candidates (contrastive score, output score) and their top examples:")
         for h in hits:
             print(f"  feature {h.feature}: diff {h.score:.3f}  output {h.details['output_score']:.4f}  "
@@ -74,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = SweepConfig(
         out_dir=args.out, sae_path=args.sae, feature_db=db, features=features, together=True, method="clamp",
         unit=args.unit, strengths=args.strengths, positions=args.positions, prompts="SYCOPHANCY_PROBES",
-        seeds=args.seeds, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+        n_prompts=args.n_prompts, seeds=args.seeds, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
         batch_size=args.batch_size, task_keywords=P.PRAISE_KEYWORDS, png=not args.no_png,
         caa=CAAConfig(positive="PRAISE_POSITIVE", negative="PRAISE_NEGATIVE", chat=True, region="after_last_user",
                       scales=args.caa_scales),

@@ -67,7 +67,7 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = sorted(_EXPORTS)
 
-from steering.generate import generate  # noqa: E402  (see the module docstring)
+from steering.generate import generate  # noqa: E402, F401  (see the module docstring)
 
 
 def __getattr__(name: str) -> Any:

@@ -157,6 +157,8 @@ def max_activations(
     """
     if db is not None:
         fdb = _open_db(db)
+        if hasattr(fdb, "check_sae"):  # max activations of another SAE would silently mis-scale
+            fdb.check_sae(sae)
         idx = list(features) if features is not None else list(range(int(sae.W_dec.shape[0])))
         return torch.tensor([float(fdb.max_activation(int(i))) for i in idx])
     cache_key = (n_tokens, context_size, None if texts is None else hash(tuple(texts)))
@@ -232,7 +234,6 @@ def prompt_set_activations(
     last turn is the assistant's, or the generation header onward); "last": the last kept token.
     """
     import sae as saelib
-
     from steering.hooks import generation_header_ids, last_occurrence
 
     if region not in REGIONS:

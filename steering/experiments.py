@@ -23,7 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from steering.interventions import FeatureSteering, Intervention, SteeringError, VectorSteering, make_edit
+from steering.interventions import (
+    FeatureSteering,
+    Intervention,
+    SteeringError,
+    VectorSteering,
+    make_edit,
+)
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -183,7 +189,6 @@ def run_sweep(
 ) -> dict[str, Any]:
     """Run (or resume) a sweep; returns the summary (also written to summary.json)."""
     import sae as saelib
-
     from steering.baselines import caa_vector
     from steering.generate import generate
     from steering.metrics import distinct_n, keyword_scorer, perplexity

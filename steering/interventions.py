@@ -21,9 +21,9 @@ the edit would cancel the edit; computing it from the edited x is the classic bu
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-import operator
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
@@ -189,6 +189,8 @@ class FeatureSteering:
     feature_db: Any = None
     label: str | None = None
     _max_acts: Tensor | None = field(default=None, repr=False)
+    _idx: Tensor | None = field(default=None, repr=False, init=False)
+    _edit_list: list = field(default_factory=list, repr=False, init=False)
 
     def __post_init__(self) -> None:
         check_positions(self.positions)
@@ -239,8 +241,11 @@ class FeatureSteering:
         return f"sae@{self.hook}[{', '.join(parts)}]"
 
     def apply(self, x_ND: Float[Tensor, "n d"]) -> Float[Tensor, "n d"]:
-        idx = torch.tensor(self.features, device=self.sae.W_dec.device)
-        return edit_codes(x_ND, self.sae, idx, list(self.edits.values()), self._max_acts)
+        dev = self.sae.W_dec.device
+        if self._idx is None or self._idx.device != dev:  # built once: this runs every decode step
+            self._idx = torch.tensor(self.features, device=dev)
+            self._edit_list = list(self.edits.values())
+        return edit_codes(x_ND, self.sae, self._idx, self._edit_list, self._max_acts)
 
 
 @dataclass

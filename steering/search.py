@@ -203,10 +203,14 @@ def _attach_examples(model: TransformerBridge, sae: SparseAutoencoder, hits: lis
                      pos: list[PromptActs], db: Any, n: int) -> None:
     if db is not None:
         fdb = _open_db(db)
+        if hasattr(fdb, "check_sae"):
+            fdb.check_sae(sae)
         for hit in hits:
             rec = fdb.feature(hit.feature)
-            ex = getattr(rec, "top_examples", None) or []
-            hit.examples = [e if isinstance(e, dict) else getattr(e, "__dict__", {"text": str(e)}) for e in ex[:n]]
+            hit.examples = [
+                {"text": getattr(e, "text", str(e)), "activation": float(getattr(e, "act", float("nan")))}
+                for e in (getattr(rec, "top_examples", None) or [])[:n]
+            ]
         return
     tok = model.tokenizer
     feats = torch.tensor([h.feature for h in hits])

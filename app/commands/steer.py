@@ -54,7 +54,6 @@ def _features(specs: list[str], default: float) -> dict[int, float]:
 
 def run(args: argparse.Namespace) -> int:
     import sae
-
     import steering
     from steering.interventions import FeatureSteering, check_positions, make_edit
 

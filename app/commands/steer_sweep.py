@@ -24,7 +24,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import sae
-
     from steering.experiments import SweepConfig, format_summary, run_sweep
 
     cfg = sae.load_config(SweepConfig, args.config, args.set)

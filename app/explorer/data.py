@@ -128,7 +128,9 @@ def require_model_and_sae(db: sae.FeatureDB) -> tuple[Any, Any]:
     name = db.meta.get("model_name") or "smollm2-135m-instruct"
     sae_path = str(db.meta.get("sae_path", ""))
     try:
-        model = _PRELOADED.get(("model", name)) or _load_model(name)
+        model = _PRELOADED.get(("model", name))
+        if model is None:
+            model = _load_model(name)
     except Exception as e:
         st.error(f"Could not load the model `{name}` this database was built with: {e}")
         st.stop()
@@ -148,5 +150,13 @@ def require_model_and_sae(db: sae.FeatureDB) -> tuple[Any, Any]:
         db.check_sae(sae_obj)
     except sae.FeatureDBError as e:
         st.error(str(e))
+        st.stop()
+    try:
+        sae.validate_hook(model, sae_obj.cfg.hook_name)
+        if int(model.cfg.d_model) != sae_obj.cfg.d_in and "resid" in sae_obj.cfg.hook_name:
+            raise ValueError(f"`{name}` has d_model={model.cfg.d_model} but the SAE reads d_in={sae_obj.cfg.d_in}")
+    except ValueError as e:  # HookError is a ValueError
+        st.error(f"Model/SAE mismatch: {e}. Use the model the SAE was trained on, and rebuild the database: "
+                 f"`saekit analyze SAE_DIR --tokens 200000 --out {db.path}`.")
         st.stop()
     return model, sae_obj

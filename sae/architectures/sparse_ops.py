@@ -32,7 +32,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-
 class Selection(NamedTuple):
     """Which latents each token keeps, and their raw (pre-ReLU) pre-activation values."""
 

@@ -37,10 +37,16 @@ def sae_fingerprint(sae) -> str:
     return hashlib.sha256(w.tobytes()).hexdigest()
 
 
+_VOCAB_CACHE: dict[tuple, list[str]] = {}
+
+
 def decode_vocab(tokenizer, vocab_size: int) -> list[str]:
-    """Every token id decoded on its own (what the explorer shows for it)."""
-    texts = tokenizer.batch_decode([[i] for i in range(vocab_size)], skip_special_tokens=False)
-    return [t if isinstance(t, str) else "" for t in texts]
+    """Every token id decoded on its own (what the explorer shows for it); cached per tokenizer."""
+    key = (getattr(tokenizer, "name_or_path", None), len(tokenizer), vocab_size)
+    if key[0] is None or key not in _VOCAB_CACHE:
+        texts = tokenizer.batch_decode([[i] for i in range(vocab_size)], skip_special_tokens=False)
+        _VOCAB_CACHE[key] = [t if isinstance(t, str) else "" for t in texts]
+    return _VOCAB_CACHE[key]
 
 
 def _load_sae(cfg: FeaturesConfig, device: torch.device):
@@ -142,6 +148,7 @@ def build_feature_db(
     max_act = acc.max_act
     intervals = acc.intervals.intervals(max_act, cfg.n_intervals)
     W_dec = sae.W_dec.detach()
+    t_lens = time.perf_counter()
     lens, lens_note = None, "skipped"
     try:
         W_U, norm_w, centre = unembedding(model)
@@ -152,6 +159,7 @@ def build_feature_db(
             lens_note = f"skipped: the SAE's d_in {W_dec.shape[1]} is not the model's d_model {W_U.shape[0]}"
     except AttributeError as e:
         lens_note = f"skipped: the model has no unembedding ({e})"
+    lens_s = time.perf_counter() - t_lens
     neighbours = decoder_neighbours(W_dec, n=cfg.n_neighbours)
     cooc = acc.cooc.top(cfg.n_neighbours) if acc.cooc is not None else None
     vocab = decode_vocab(model.tokenizer, int(getattr(model.cfg, "d_vocab", len(model.tokenizer))))
@@ -159,7 +167,7 @@ def build_feature_db(
 
     meta: dict[str, Any] = {
         "saekit_version": _version(),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "sae_path": str(Path(cfg.sae_path).resolve()) if Path(cfg.sae_path).exists() else cfg.sae_path,
         "sae_cfg": to_dict(sae.cfg),
         "sae_fingerprint": sae_fingerprint(sae),
@@ -180,6 +188,7 @@ def build_feature_db(
             "stats_s": round(acc.seconds, 3),
             "pass_s": round(pass_s, 3),
             "finalize_s": round(finalize_s, 3),
+            "logit_lens_s": round(lens_s, 3),
         },
     }
     t0 = time.perf_counter()

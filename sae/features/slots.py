@@ -84,4 +84,6 @@ class SlotTable:
         self.pos[g_dst, s_dst] = pos
         ctx_tok, ctx_act = batch.windows(tok[src], feat[src])
         self.ctx_tok[g_dst, s_dst] = ctx_tok
+        if self.ctx_act.dtype == torch.float16:  # display-only windows: saturate rather than overflow to inf
+            ctx_act = ctx_act.clamp(-65504.0, 65504.0)
         self.ctx_act[g_dst, s_dst] = ctx_act.to(self.ctx_act.dtype)

@@ -70,7 +70,7 @@ class RunLogger:
     def log(self, metrics: dict[str, float], step: int, histograms: dict[str, Tensor] | None = None) -> None:
         if not self.enabled:
             return
-        if self._jsonl is not None:
+        if self._jsonl is not None and metrics:
             self._jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
             self._jsonl.flush()
         if self._wandb_run is not None:

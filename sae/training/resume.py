@@ -19,17 +19,33 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import shutil
+import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from sae.config import ConfigError, to_dict
+from sae.training import ddp
+
+if TYPE_CHECKING:
+    from sae.training.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
 LATEST = "latest.json"
+# Config keys that may change between a run and its resumption.
+_RESUMABLE_KEYS = {
+    "n_tokens", "log_every_steps", "checkpoint_every_tokens", "progress", "wandb_project",
+    "wandb_mode", "run_name", "resume", "device", "out_dir", "cache_dir",
+}
 
 
 class ResumeError(RuntimeError):
@@ -145,7 +161,7 @@ def latest_checkpoint(ckpt_root: Path) -> Path | None:
     return path
 
 
-def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
+def read_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(meta, state) of a checkpoint folder."""
     try:
         doc = json.loads((path / "state.json").read_text())
@@ -153,3 +169,80 @@ def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[dic
     except (OSError, json.JSONDecodeError, ValueError) as e:
         raise ResumeError(f"cannot read trainer checkpoint {path}: {e}") from e
     return doc["meta"], join_state(doc["state"], tensors)
+
+
+# --------------------------------------------------------------------------- the trainer's state
+
+
+def save_trainer_state(trainer: Trainer, root: Path, streams: Mapping[str, Any], n_tokens: int) -> None:
+    """Checkpoint every SAE, its optimizer and counters, the streams' positions and RNG (main rank writes)."""
+    if trainer.dist.is_main:
+        state: dict[str, Any] = {"rng": rng_state(), "slots": {}, "stores": {}}
+        for slot in trainer.slots:
+            state["slots"][slot.name] = {
+                "sae": slot.sae.state_dict(),
+                "optimizer": slot.optimizer.state_dict(),
+                "tokens_since_fired": slot.tokens_since_fired,
+            }
+        for key, stream in streams.items():
+            if hasattr(stream, "state_dict"):
+                state["stores"][key] = stream.state_dict()
+        meta = {
+            "step": trainer.step_idx, "tokens_seen": trainer.tokens_seen, "n_tokens": n_tokens,
+            "batch_size": trainer.batch_size, "total_steps": trainer.total_steps,
+            "world_size": trainer.dist.world_size, "config": to_dict(trainer.cfg),
+            "slots": [s.name for s in trainer.slots],
+        }
+        write_checkpoint(root, trainer.step_idx, meta, state)
+    ddp.barrier(trainer.dist)
+
+
+def restore_trainer_state(trainer: Trainer, root: Path, streams: Mapping[str, Any]) -> bool:
+    """Continue from `root`'s latest checkpoint if there is one (and resume is on); True if resumed."""
+    if not root.exists():
+        return False
+    if not trainer.cfg.resume:
+        if trainer.dist.is_main:
+            aside = root.with_name(f"checkpoints.old-{time.strftime('%Y%m%d-%H%M%S')}")
+            shutil.move(str(root), str(aside))
+            log.warning("resume=false: moved the previous run's checkpoints to %s", aside)
+        ddp.barrier(trainer.dist)
+        return False
+    path = latest_checkpoint(root)
+    if path is None:
+        return False
+    meta, state = read_checkpoint(path)
+    _check_resumable(trainer, meta)
+    for slot in trainer.slots:
+        s = state["slots"][slot.name]
+        slot.sae.load_state_dict({k: v.to(trainer.device) for k, v in s["sae"].items()})
+        slot.optimizer.load_state_dict(s["optimizer"])
+        slot.tokens_since_fired.copy_(s["tokens_since_fired"].to(trainer.device))
+    for key, stream in streams.items():
+        if key in state["stores"]:
+            if not hasattr(stream, "load_state_dict"):
+                raise ConfigError("the checkpoint has a store position but this stream cannot restore one")
+            stream.load_state_dict(state["stores"][key])
+        else:
+            log.warning("resuming without a stream position (the iterator has no state_dict); data may repeat")
+    set_rng_state(state["rng"])
+    trainer.step_idx, trainer.tokens_seen = int(meta["step"]), int(meta["tokens_seen"])
+    trainer.batch_size, trainer.total_steps = meta["batch_size"], int(meta["total_steps"])
+    log.info("resumed from %s at step %d (%d tokens)", path, trainer.step_idx, trainer.tokens_seen)
+    return True
+
+
+def _check_resumable(trainer: Trainer, meta: dict[str, Any]) -> None:
+    saved = meta.get("config", {})
+    now = to_dict(trainer.cfg)
+    diff = sorted(k for k in set(saved) | set(now) if k not in _RESUMABLE_KEYS and saved.get(k) != now.get(k))
+    if diff:
+        details = "; ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}" for k in diff[:5])
+        raise ConfigError(
+            f"{trainer.out_dir}/checkpoints was written by a run with a different config ({details}). "
+            "Use a new out_dir, or set resume=false to start over (the old checkpoints are moved aside)."
+        )
+    if meta.get("world_size", 1) != trainer.dist.world_size:
+        log.warning("resuming with %d processes (checkpoint had %s)", trainer.dist.world_size, meta.get("world_size"))
+    if meta.get("n_tokens") != trainer.cfg.n_tokens:
+        log.warning("n_tokens changed (%s -> %s): the lr schedule is rescaled from here", meta.get("n_tokens"), trainer.cfg.n_tokens)

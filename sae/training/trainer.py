@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -36,26 +35,15 @@ from torch import Tensor
 
 from sae.architectures.base import SparseAutoencoder, build_sae
 from sae.checkpoint import save_sae
-from sae.config import ConfigError, TrainConfig, save_config, to_dict
+from sae.config import ConfigError, TrainConfig, save_config
 from sae.training import ddp
 from sae.training.init import init_b_dec
 from sae.training.logger import RunLogger, density_log10
-from sae.training.resume import (
-    latest_checkpoint,
-    read_checkpoint,
-    rng_state,
-    set_rng_state,
-    write_checkpoint,
-)
+from sae.training.resume import restore_trainer_state, save_trainer_state
 from sae.training.schedules import coefficient_at, dead_after_tokens, lr_at, total_steps
 
 log = logging.getLogger(__name__)
 
-# Config keys that may change between a run and its resumption.
-_RESUMABLE_KEYS = {
-    "n_tokens", "log_every_steps", "checkpoint_every_tokens", "progress", "wandb_project",
-    "wandb_mode", "run_name", "resume", "device", "out_dir", "cache_dir",
-}
 _HIST_EVERY_LOGS = 10  # density histogram every 10th log step
 
 
@@ -155,11 +143,13 @@ class Trainer:
         metrics: dict[str, float] = {}
         n_global = 0
         var_cache: dict[str, Tensor] = {}
+        local: dict[str, Tensor] = {}
         for slot in self.slots:
-            x_global = batches[slot.stream] if isinstance(batches, Mapping) else batches
-            n_global = x_global.shape[0]
-            x = self.dist.slice_rows(x_global).to(self.device, torch.float32, non_blocking=True)
-            metrics.update(self._step_slot(slot, x, var_cache))
+            if slot.stream not in local:
+                x_global = batches[slot.stream] if isinstance(batches, Mapping) else batches
+                n_global = x_global.shape[0]
+                local[slot.stream] = self.dist.slice_rows(x_global).to(self.device, torch.float32, non_blocking=True)
+            metrics.update(self._step_slot(slot, local[slot.stream], var_cache))
         self.step_idx += 1
         self.tokens_seen += n_global
         return metrics
@@ -335,76 +325,16 @@ class Trainer:
             return self.scales.get(stream)
         if self.scales is not None:
             return float(self.scales)
-        return getattr(streams.get(stream), "normalization_scale", None)
+        source = streams.get(stream)
+        if getattr(getattr(source, "cfg", None), "normalize", True) is False:
+            return None  # the store reports a scale but did not apply it: nothing to fold
+        return getattr(source, "normalization_scale", None)
 
     def _checkpoint(self, root: Path, streams: Mapping[str, Any], n_tokens: int) -> None:
-        if self.dist.is_main:
-            state: dict[str, Any] = {"rng": rng_state(), "slots": {}, "stores": {}}
-            for slot in self.slots:
-                state["slots"][slot.name] = {
-                    "sae": slot.sae.state_dict(),
-                    "optimizer": slot.optimizer.state_dict(),
-                    "tokens_since_fired": slot.tokens_since_fired,
-                }
-            for key, stream in streams.items():
-                if hasattr(stream, "state_dict"):
-                    state["stores"][key] = stream.state_dict()
-            meta = {
-                "step": self.step_idx, "tokens_seen": self.tokens_seen, "n_tokens": n_tokens,
-                "batch_size": self.batch_size, "total_steps": self.total_steps,
-                "world_size": self.dist.world_size, "config": to_dict(self.cfg),
-                "slots": [s.name for s in self.slots],
-            }
-            write_checkpoint(root, self.step_idx, meta, state)
-        ddp.barrier(self.dist)
+        save_trainer_state(self, root, streams, n_tokens)
 
     def _maybe_resume(self, root: Path, streams: Mapping[str, Any]) -> bool:
-        if not root.exists():
-            return False
-        if not self.cfg.resume:
-            if self.dist.is_main:
-                aside = root.with_name(f"checkpoints.old-{time.strftime('%Y%m%d-%H%M%S')}")
-                shutil.move(str(root), str(aside))
-                log.warning("resume=false: moved the previous run's checkpoints to %s", aside)
-            ddp.barrier(self.dist)
-            return False
-        path = latest_checkpoint(root)
-        if path is None:
-            return False
-        meta, state = read_checkpoint(path)
-        self._check_resumable(meta)
-        for slot in self.slots:
-            s = state["slots"][slot.name]
-            slot.sae.load_state_dict({k: v.to(self.device) for k, v in s["sae"].items()})
-            slot.optimizer.load_state_dict(s["optimizer"])
-            slot.tokens_since_fired.copy_(s["tokens_since_fired"].to(self.device))
-        for key, stream in streams.items():
-            if key in state["stores"]:
-                if not hasattr(stream, "load_state_dict"):
-                    raise ConfigError("the checkpoint has a store position but this stream cannot restore one")
-                stream.load_state_dict(state["stores"][key])
-            else:
-                log.warning("resuming without a stream position (the iterator has no state_dict); data may repeat")
-        set_rng_state(state["rng"])
-        self.step_idx, self.tokens_seen = int(meta["step"]), int(meta["tokens_seen"])
-        self.batch_size, self.total_steps = meta["batch_size"], int(meta["total_steps"])
-        log.info("resumed from %s at step %d (%d tokens)", path, self.step_idx, self.tokens_seen)
-        return True
-
-    def _check_resumable(self, meta: dict[str, Any]) -> None:
-        saved = meta.get("config", {})
-        now = to_dict(self.cfg)
-        diff = sorted(k for k in set(saved) | set(now) if k not in _RESUMABLE_KEYS and saved.get(k) != now.get(k))
-        if diff:
-            details = "; ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}" for k in diff[:5])
-            raise ConfigError(
-                f"{self.out_dir}/checkpoints was written by a run with a different config ({details}). "
-                "Use a new out_dir, or set resume=false to start over (the old checkpoints are moved aside)."
-            )
-        if meta.get("world_size", 1) != self.dist.world_size:
-            log.warning("resuming with %d processes (checkpoint had %s)", self.dist.world_size, meta.get("world_size"))
-        if meta.get("n_tokens") != self.cfg.n_tokens:
-            log.warning("n_tokens changed (%s -> %s): the lr schedule is rescaled from here", meta.get("n_tokens"), self.cfg.n_tokens)
+        return restore_trainer_state(self, root, streams)
 
     def _export(self, streams: Mapping[str, Any]) -> list[Path]:
         paths = []

@@ -194,6 +194,23 @@ def test_mismatched_or_missing_sae(demo, tmp_path, monkeypatch, page):
     assert not at.exception
     assert "is not at" in at.error[0].value
 
+    import types
+
+    import torch
+
+    tiny = types.SimpleNamespace(hook_dict={}, cfg=types.SimpleNamespace(n_layers=2, d_model=64),
+                                 parameters=lambda: iter([torch.zeros(1)]))
+    data.preload(model=tiny, model_name="tiny-other-model")
+    other_model = tmp_path / "other_model.sqlite"
+    other_model.write_bytes(demo[0].read_bytes())
+    con = sqlite3.connect(other_model)
+    con.execute("UPDATE meta SET value = ? WHERE key = 'model_name'", (json.dumps("tiny-other-model"),))
+    con.commit()
+    con.close()
+    at = _app(other_model, monkeypatch, page)
+    assert not at.exception
+    assert "Model/SAE mismatch" in at.error[0].value and "blocks.2.hook_resid_post" in at.error[0].value
+
 
 def test_explore_command_line(demo):
     import argparse

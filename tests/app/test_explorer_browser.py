@@ -54,7 +54,7 @@ def server(model, tmp_path_factory):
     from sae.features.demo import build_demo_db
 
     out = tmp_path_factory.mktemp("browser")
-    db_path, _ = build_demo_db(out, model, d_sae=256, layer=2, n_tokens=1024, context_size=64)
+    db_path, _ = build_demo_db(out, model, d_sae=256, layer=2, n_tokens=512, context_size=64)
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sae.architectures.base import SparseAutoencoder, architectures, build_sae, get_architecture, register
+from sae.architectures.base import (
+    SparseAutoencoder,
+    architectures,
+    build_sae,
+    get_architecture,
+    register,
+)
 from sae.architectures.sparse_ops import gathered_pre_acts, select_topk, sparse_decode
 from sae.config import SAEConfig, TrainConfig
 from sae.training.trainer import Trainer

@@ -107,6 +107,18 @@ def test_loads_saelens_v6_layout(tmp_path: Path) -> None:
     torch.testing.assert_close(sae.encode(x), torch.relu(pre) * (pre > tj["threshold"]))
 
 
+def test_loads_cfg_as_written_by_saelens_6_54(tmp_path: Path) -> None:
+    """Verbatim cfg.json that SAELens 6.54 `TopKSAE.save_model` writes (no hook metadata at all)."""
+    cfg = {"d_in": 8, "d_sae": 24, "dtype": "float32", "device": "cpu", "apply_b_dec_to_input": True,
+           "normalize_activations": "none", "reshape_activations": "none",
+           "metadata": {"sae_lens_version": "6.54.12", "sae_lens_training_version": "6.54.12"},
+           "k": 5, "rescale_acts_by_decoder_norm": False, "architecture": "topk"}
+    sae = load_sae(_write_saelens(tmp_path / "a", cfg, _saelens_tensors(8, 24)))
+    assert sae.architecture == "topk" and sae.cfg.k == 5 and sae.cfg.model_name == "unknown"
+    with pytest.raises(CheckpointError, match="rescale_acts_by_decoder_norm"):
+        load_sae(_write_saelens(tmp_path / "b", {**cfg, "rescale_acts_by_decoder_norm": True}, _saelens_tensors(8, 24)))
+
+
 def test_loads_pre_v6_saelens_layout(tmp_path: Path) -> None:
     t = _saelens_tensors(8, 24)
     cfg = {"d_in": 8, "d_sae": 24, "dtype": "torch.float32", "architecture": "standard", "activation_fn_str": "topk",

@@ -164,8 +164,9 @@ def test_database_matches_brute_force(model, demo):
     assert np.array_equal(summ["n_fired"], fired)
     assert np.allclose(summ["density"], fired / n_tok)
     assert summ["dead"][0] and not summ["dead"][1:].all()
+    assert np.allclose(summ["max_act"], flat.max(0).values.numpy(), rtol=1e-6)
     checked = 0
-    for f in range(F):
+    for f in range(0, F, 3):  # every third latent in full detail (windows, intervals)
         feat = db.feature(f)
         col = flat[:, f]
         if feat.dead:
@@ -190,7 +191,7 @@ def test_database_matches_brute_force(model, demo):
                 assert iv.lo <= ex.act <= iv.hi
                 assert D[ex.row, ex.pos, f] == pytest.approx(ex.act, rel=1e-6)
         checked += 1
-    assert checked > F // 2
+    assert checked > F // 6
 
 
 def test_cache_replay_equals_live_pass(model, demo, tmp_path):

@@ -141,7 +141,7 @@ def test_outputs_metrics_and_several_saes(tmp_path: Path) -> None:
     saved = json.loads((tmp_path / "train_config.json").read_text())
     assert saved["n_tokens"] == 128 * 12 and len(saved["saes"]) == 2
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    last = rows[-2]  # the final line is the closing histogram-only record
+    last = rows[-1]
     for key in ("train/fvu", "train/l0", "train/dead_frac", "train/loss", "loss/mse", "lr"):
         assert f"topk_64_k3/{key}" in last, key
     assert "jumprelu_64_l0_3/loss/l0" in last and "topk_64_k3/loss/auxk" in last
@@ -156,6 +156,10 @@ def test_train_folds_the_store_scale_and_checks_d_in(tmp_path: Path) -> None:
     assert path == tmp_path
     doc = json.loads((path / "cfg.json").read_text())
     assert doc["saekit"]["normalization_scale"] == 0.25 and doc["architecture"] == "topk" and doc["k"] == 3
+    unscaled = SeededStream(scale=0.25)
+    unscaled.cfg = type("Cfg", (), {"normalize": False})()  # reports a scale it did not apply
+    [path] = train(small_cfg(tmp_path / "raw", saes=cfg.saes, n_tokens=128 * 2), store=unscaled)
+    assert json.loads((path / "cfg.json").read_text())["saekit"]["normalization_scale"] == 1.0
     bad = small_cfg(tmp_path / "bad", saes=[SAEConfig(architecture="topk", d_in=32, d_sae=32, k=3)])
     with pytest.raises(ConfigError, match="set saes.N.d_in=16"):
         train(bad, store=SeededStream())

@@ -50,6 +50,9 @@ def test_trim_and_degenerate_filters(cf) -> None:
     cfg = cf.FilterConfig(min_words=5)
     assert cf.trim_to_sentence("One. Two! Three is cut mid") == "One. Two!"
     assert cf.trim_to_sentence("no sentence end at all") == ""
+    assert cf.trim_to_sentence("Steps:\n1. Mix it.\n2. Bake it in 1937.\n3. Ser") == (
+        "Steps:\n1. Mix it.\n2. Bake it in 1937."
+    )
     assert cf.trim_to_sentence("Text. ```python\nx = 1.0\nprint(x") == "Text."
     prose = (
         "The bridge opened in 1937. Fog often covers its towers in summer, and visitors love it."

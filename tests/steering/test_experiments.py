@@ -14,7 +14,7 @@ from steering.experiments import CAAConfig, SweepConfig, run_sweep
 from steering.metrics import perplexity
 from tests.steering.conftest import HOOK, make_sae
 
-PROMPTS = ["Say hi.", "Name a color."]
+PROMPTS = ["Say hi."]
 
 
 def _cfg(tmp_path, **kw) -> SweepConfig:

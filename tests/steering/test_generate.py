@@ -154,3 +154,51 @@ def test_bad_inputs_fail_before_generation(model, monkeypatch) -> None:
         steering.generate(model, "hi", FeatureSteering(sae, {1: Clamp(1)}, positions="after_last_user"), chat=False)
     with pytest.raises(SteeringError, match="max_new_tokens"):
         steering.generate(model, "hi", None, max_new_tokens=0)
+
+
+def test_several_hooks_and_saes_at_once(model) -> None:
+    """A vector at layer 2 and two SAEs at layer 3, in one forward: each edit lands where it should."""
+    vec = torch.randn(576)
+    sae_a, sae_b = make_sae("relu", seed=3), make_sae("jumprelu", seed=4)
+    ivs = [
+        VectorSteering(vec, "blocks.2.hook_resid_post"),
+        FeatureSteering(sae_a, {1: Clamp(30.0), 2: Clamp(-5.0)}),
+        FeatureSteering(sae_b, {7: Clamp(20.0)}),
+    ]
+    seen: dict[str, list[torch.Tensor]] = {}
+    spies = []
+
+    def spy(name):
+        return lambda x, hook: seen.setdefault(name, []).append(x.clone())
+
+    ids = torch.tensor([model.tokenizer.encode("Hello there, friend")])
+    with torch.no_grad(), steering.steer(model, ivs):
+        for hook, tag in (("blocks.2.hook_resid_post", "2"), (HOOK, "3")):
+            hp = model.hook_dict[hook]
+            spies += [(hp, hp.add_hook(spy(tag + "in"), prepend=True)), (hp, hp.add_hook(spy(tag + "out")))]
+        try:
+            model.original_model(input_ids=ids)
+        finally:
+            for hp, h in spies:
+                h.hook.remove()
+                hp.fwd_hooks[:] = [x for x in hp.fwd_hooks if x is not h]
+    torch.testing.assert_close(seen["2out"][0], seen["2in"][0] + vec)
+    x3 = seen["3in"][0][0]
+    expect = ivs[2].apply(ivs[1].apply(x3))  # SAEs at one hook apply in order
+    torch.testing.assert_close(seen["3out"][0][0], expect)
+    assert not torch.allclose(expect, ivs[1].apply(x3))
+
+
+def test_bf16_sae_on_fp32_activations() -> None:
+    """bf16 SAEs (GPU setups) edit fp32 activations correctly within bf16 precision."""
+    s32 = make_sae("topk", d_in=64, d_sae=128, seed=5)
+    s16 = make_sae("topk", d_in=64, d_sae=128, seed=5, dtype="bfloat16")
+    with torch.no_grad():
+        for name, p in s16.named_parameters():
+            p.copy_(dict(s32.named_parameters())[name].to(torch.bfloat16))
+    x = torch.randn(4, 64) * 3
+    a = FeatureSteering(s32, {3: Clamp(10.0)}).apply(x)
+    b = FeatureSteering(s16, {3: Clamp(10.0)}).apply(x)
+    assert b.dtype == torch.float32
+    torch.testing.assert_close(b, a, rtol=0.05, atol=0.15)
+    assert (a - x).abs().max() > 1.0

@@ -7,7 +7,16 @@ import math
 import pytest
 import torch
 
-from steering import Ablate, Add, Clamp, FeatureSteering, Scale, SteeringError, VectorSteering, edit_codes
+from steering import (
+    Ablate,
+    Add,
+    Clamp,
+    FeatureSteering,
+    Scale,
+    SteeringError,
+    VectorSteering,
+    edit_codes,
+)
 from steering.hooks import PositionTracker
 from steering.metrics import concept_score, distinct_n, keyword_scorer
 from steering.search import contrastive_from_acts

@@ -64,7 +64,7 @@ if text:
 with st.expander("Filter and sort", expanded=True):
     c = st.columns(4)
     live = df.loc[~df["dead"], "density"]
-    lo_d = math.floor(math.log10(live.min())) if len(live) else -6
+    lo_d = min(math.floor(math.log10(live.min())), -1) if len(live) else -6
     dens = c[0].slider("log10 density", min_value=float(lo_d), max_value=0.0, value=(float(lo_d), 0.0), step=0.1)
     max_max = float(df["max act"].max()) if len(df) else 0.0
     min_act = c[1].number_input("min max-activation", min_value=0.0, max_value=max(max_max, 0.0), value=0.0)

@@ -1,0 +1,286 @@
+"""Training benchmark: step throughput vs the machine's matmul rate, quality per architecture, SAELens.
+
+    python scripts/bench_train.py                                  # everything, 2M tokens
+    python scripts/bench_train.py --tokens 300000 --skip-saelens   # smaller quality run
+    python scripts/bench_train.py --skip-quality --steps 8         # throughput table only
+
+1. Throughput of one training step, TopK d_sae 4,608 (8 x 576), k 32, batch 4,096, on layer-15
+   activations of the embedded model: fp32 / bf16 autocast x dense / sparse decoder (+ AuxK with
+   10% dead latents), beside the machine's measured fp32 matmul rate: how fast the encoder
+   matmul runs (GFLOP/s, % of the machine's rate) and what share of the encoder-forward bound
+   (machine rate / 2 d_in d_sae FLOP per token) the whole step reaches. bf16 rows are skipped on
+   CPUs without bf16 matmul units (measured rate < 1/4 of fp32), with the reason printed.
+2. SAELens on the same activations and machine: `scripts/saelens_baseline.py` in the separate
+   venv (`--saelens-python`, default /work/venv-saelens/bin/python), if it exists; our TopK is
+   trained the same way (in-memory shuffled batches, same tokens, same held-out tail) and both
+   tokens/s and held-out FVU are printed side by side.
+3. Quality after `--tokens` tokens of the builtin corpus (layer-15 cache under `--cache`, built
+   when missing), every architecture at L0 ~ 32 trained together on one stream: FVU, CE-loss
+   recovered and dead % from `sae.evaluate` on the cache's held-out tail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sae.config import CacheConfig, DataConfig, EvalConfig, SAEConfig, StoreConfig, TrainConfig  # noqa: E402
+
+HOOK = "blocks.15.hook_resid_post"
+D_IN, D_SAE, K, BATCH = 576, 4608, 32, 4096
+
+
+def _timed(fn, repeat: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def matmul_rate(dtype: torch.dtype, n: int = 2048, repeat: int = 5) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    return 2 * n**3 / _timed(lambda: a @ b, repeat) / 1e9
+
+
+# --------------------------------------------------------------------------- data
+
+
+def ensure_cache(path: Path, n_tokens: int, model) -> Path:
+    from sae.cache import build_cache, read_manifest
+
+    if (path / "manifest.json").exists() and read_manifest(path).get("complete"):
+        return path
+    print(f"building the layer-15 activation cache of the builtin corpus at {path} ({n_tokens:,} tokens max)")
+    build_cache(CacheConfig(out_dir=str(path), hooks=[HOOK], n_tokens=n_tokens, data=DataConfig(source="builtin")),
+                model=model, progress=True)
+    return path
+
+
+def cache_tokens(path: Path) -> int:
+    from sae.cache import read_manifest
+
+    return int(read_manifest(path)["hook_stats"][HOOK]["n_kept"])
+
+
+def raw_acts(cache: Path, n: int) -> torch.Tensor:
+    """The cache's first n kept activations (raw, unshuffled)."""
+    from sae.store import ActivationStore
+
+    store = ActivationStore.from_cache(cache, HOOK, StoreConfig(batch_size=min(n, cache_tokens(cache)), normalize=False, shuffle=False))
+    return next(iter(store)).float()
+
+
+# --------------------------------------------------------------------------- 1. throughput
+
+
+def throughput(acts_BD: torch.Tensor, steps: int, machine_fp32: float, machine_bf16: float) -> list[dict]:
+    from sae.training.init import init_b_dec
+    from sae.training.trainer import Trainer
+
+    x = acts_BD[:BATCH] * (D_IN**0.5 / acts_BD[:BATCH].norm(dim=1).mean())  # the store's normalisation
+    rows = []
+    cases = [("fp32", False, False), ("fp32", True, False), ("fp32", True, True), ("bf16", False, False), ("bf16", True, False)]
+    for precision, sparse, aux in cases:
+        label = f"{precision:5s} {'sparse' if sparse else 'dense ':6s}{' +AuxK(10% dead)' if aux else ''}"
+        if precision == "bf16" and machine_bf16 < machine_fp32 / 4:
+            rows.append({"case": label, "skipped": f"no bf16 matmul units: bf16 {machine_bf16:.1f} vs fp32 {machine_fp32:.0f} GFLOP/s"})
+            continue
+        cfg = TrainConfig(out_dir="/tmp/saekit-bench-unused", saes=[SAEConfig(d_in=D_IN, d_sae=D_SAE, k=K)], sparse_decoder=sparse,
+                          autocast_dtype="bfloat16" if precision == "bf16" else None, progress=False, log_every_steps=10**9)
+        trainer = Trainer(cfg)
+        trainer.total_steps, trainer.batch_size = 10**6, BATCH
+        slot = trainer.slots[0]
+        with torch.no_grad():
+            slot.sae.b_dec.copy_(init_b_dec(x, "mean"))
+        if aux:
+            slot.tokens_since_fired[: D_SAE // 10] = 10**12
+        step_s = _timed(lambda t=trainer: t.step(x), steps)
+        rows.append({"case": label, "ms_per_step": 1e3 * step_s, "tokens_per_s": BATCH / step_s})
+    # the encoder matmul alone, as the step runs it
+    sae = Trainer(TrainConfig(saes=[SAEConfig(d_in=D_IN, d_sae=D_SAE, k=K)], progress=False)).saes[0]
+    with torch.no_grad():
+        enc_s = _timed(lambda: torch.addmm(sae.b_enc, x - sae.b_dec, sae.W_enc), steps)
+    flop = 2 * BATCH * D_IN * D_SAE
+    for r in rows:
+        r["encoder_gflops"] = flop / enc_s / 1e9
+    return rows
+
+
+def print_throughput(rows: list[dict], machine_fp32: float, machine_bf16: float) -> None:
+    enc = rows[0]["encoder_gflops"]
+    bound = machine_fp32 * 1e9 / (2 * D_IN * D_SAE)
+    print(f"\n## 1. Training-step throughput: TopK d_sae={D_SAE}, k={K}, batch {BATCH}, layer 15 ({torch.get_num_threads()} threads)")
+    print(f"machine fp32 matmul: {machine_fp32:.1f} GFLOP/s; bf16: {machine_bf16:.1f} GFLOP/s")
+    print(f"encoder matmul (x @ W_enc, {2 * BATCH * D_IN * D_SAE / 1e9:.1f} GFLOP): {enc:.1f} GFLOP/s = {100 * enc / machine_fp32:.0f}% of the machine rate")
+    print(f"encoder-forward bound: {bound:,.0f} tokens/s\n")
+    print(f"| {'case':30s} | {'ms/step':>8s} | {'tokens/s':>9s} | {'% of bound':>10s} |")
+    print(f"|{'-' * 32}|{'-' * 10}|{'-' * 11}|{'-' * 12}|")
+    for r in rows:
+        if "skipped" in r:
+            print(f"| {r['case']:30s} | {'-':>8s} | {'-':>9s} | {'-':>10s} |  skipped: {r['skipped']}")
+        else:
+            print(f"| {r['case']:30s} | {r['ms_per_step']:8.0f} | {r['tokens_per_s']:9,.0f} | {100 * r['tokens_per_s'] / bound:9.0f}% |")
+
+
+# --------------------------------------------------------------------------- 2. SAELens
+
+
+def ours_like_saelens(acts: torch.Tensor, tokens: int, holdout: int, out: Path) -> dict:
+    """Our TopK trained the way the SAELens baseline is: in-memory shuffled batches, fit() timed."""
+    from sae.checkpoint import load_sae
+    from sae.training.trainer import Trainer
+
+    train_ND, eval_ND = acts[:-holdout], acts[-holdout:]
+    scale = D_IN**0.5 / float(train_ND.norm(dim=1).mean())
+    g = torch.Generator().manual_seed(0)
+
+    def batches():
+        while True:
+            perm = torch.randperm(train_ND.shape[0], generator=g)
+            for i in range(0, perm.numel() - BATCH + 1, BATCH):
+                yield train_ND[perm[i : i + BATCH]] * scale
+
+    steps = max(1, tokens // BATCH)
+    cfg = TrainConfig(out_dir=str(out), saes=[SAEConfig(d_in=D_IN, d_sae=D_SAE, k=K, hook_name=HOOK)], n_tokens=tokens,
+                      lr_warmup_steps=max(1, steps // 10), progress=False, resume=False, checkpoint_every_tokens=10**12)
+    trainer = Trainer(cfg, normalization_scale=scale)
+    t = time.perf_counter()
+    trainer.fit(batches())
+    seconds = time.perf_counter() - t
+    sae = load_sae(out)
+    with torch.no_grad():
+        fvu = float((sae(eval_ND).sae_out - eval_ND).pow(2).sum() / (eval_ND - eval_ND.mean(0)).pow(2).sum())
+    return {"library": "saekit", "tokens_per_s": trainer.tokens_seen / seconds, "fvu": fvu, "n_tokens": trainer.tokens_seen}
+
+
+def saelens(python: str, acts_file: Path, tokens: int, holdout: int) -> dict | str:
+    if not Path(python).exists():
+        return f"not run: {python} does not exist (create the SAELens venv, see scripts/saelens_baseline.py)"
+    cmd = [python, str(ROOT / "scripts" / "saelens_baseline.py"), "--acts", str(acts_file), "--tokens", str(tokens),
+           "--d-sae", str(D_SAE), "--k", str(K), "--batch", str(BATCH), "--holdout", str(holdout),
+           "--threads", str(torch.get_num_threads())]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return f"failed (exit {proc.returncode}): {(proc.stderr or proc.stdout)[-500:]}"
+    return json.loads(lines[-1])
+
+
+# --------------------------------------------------------------------------- 3. quality
+
+
+def quality(cache: Path, tokens: int, eval_tokens: int, ce_batches: int, relu_l1: list[float], out: Path, model) -> list[dict]:
+    from sae.evaluate import evaluate
+    from sae.training.trainer import train
+
+    saes = [
+        SAEConfig(architecture="topk", d_in=D_IN, d_sae=D_SAE, k=K, hook_name=HOOK),
+        SAEConfig(architecture="batchtopk", d_in=D_IN, d_sae=D_SAE, k=K, hook_name=HOOK),
+        SAEConfig(architecture="jumprelu", d_in=D_IN, d_sae=D_SAE, target_l0=K, hook_name=HOOK),
+        *[SAEConfig(architecture="relu", d_in=D_IN, d_sae=D_SAE, l1_coefficient=c, hook_name=HOOK) for c in relu_l1],
+    ]
+    steps = max(1, tokens // BATCH)
+    cfg = TrainConfig(out_dir=str(out), cache_dir=str(cache), saes=saes, n_tokens=tokens, resume=False,
+                      lr_warmup_steps=max(1, steps // 10), sparsity_warmup_steps=max(1, steps // 20),
+                      store=StoreConfig(batch_size=BATCH, held_out_tokens=eval_tokens), checkpoint_every_tokens=10**12)
+    t = time.perf_counter()
+    paths = train(cfg, model=model)
+    seconds = time.perf_counter() - t
+    rows = []
+    for path in paths:
+        res = evaluate(str(path), model=model, cfg=EvalConfig(sae_path=str(path), cache_dir=str(cache), n_tokens=eval_tokens,
+                                                              ce_batches=ce_batches, save_png=False))
+        d = res.to_dict(include_schema=False)
+        rows.append({"sae": path.name, "l0": d["sparsity"]["l0"], "fvu": d["reconstruction"]["fvu"],
+                     "ce_recovered": (d["downstream"] or {}).get("ce_loss_recovered"),
+                     "dead_pct": 100 * d["sparsity"]["dead_fraction"], "eval_tokens": d["sparsity"]["n_tokens"]})
+    print(f"(all {len(paths)} SAEs trained together on one stream: {tokens * len(paths) / seconds:,.0f} SAE-tokens/s overall)")
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--cache", type=Path, default=ROOT / "runs" / "bench" / "acts_l15", help="layer-15 cache of the builtin corpus")
+    ap.add_argument("--cache-tokens", type=int, default=2_000_000, help="tokens to cache when building it (capped by the corpus)")
+    ap.add_argument("--tokens", type=int, default=2_000_000, help="training tokens for the quality and SAELens runs")
+    ap.add_argument("--saelens-tokens", type=int, default=None, help="training tokens for the SAELens comparison (default --tokens)")
+    ap.add_argument("--eval-tokens", type=int, default=16_384, help="held-out tokens (cache tail) for FVU / dead %")
+    ap.add_argument("--ce-batches", type=int, default=4, help="row batches for CE-loss recovered")
+    ap.add_argument("--relu-l1", type=float, nargs="+", default=[8.0], help="ReLU L1 coefficient(s); pick the one at L0~32")
+    ap.add_argument("--steps", type=int, default=5, help="timed steps per throughput case (median)")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--saelens-python", default="/work/venv-saelens/bin/python")
+    ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--skip-saelens", action="store_true")
+    ap.add_argument("--skip-quality", action="store_true")
+    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    os.environ.setdefault("WANDB_MODE", "disabled")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    import sae
+
+    model = sae.load_model(device="cpu")
+    cache = ensure_cache(args.cache, args.cache_tokens, model)
+    n_cached = cache_tokens(cache)
+    print(f"layer-15 cache: {cache} ({n_cached:,} tokens of the builtin corpus)")
+
+    machine_fp32, machine_bf16 = matmul_rate(torch.float32), matmul_rate(torch.bfloat16, n=512, repeat=2)
+    if not args.skip_throughput:
+        acts = raw_acts(cache, BATCH)
+        rows = throughput(acts, args.steps, machine_fp32, machine_bf16)
+        print_throughput(rows, machine_fp32, machine_bf16)
+
+    if not args.skip_saelens:
+        n_sl = args.saelens_tokens or args.tokens
+        holdout = min(16_384, n_cached // 5)
+        acts = raw_acts(cache, n_cached)
+        acts_file = args.out / "acts_l15.safetensors"
+        acts_file.parent.mkdir(parents=True, exist_ok=True)
+        from safetensors.torch import save_file
+
+        save_file({"acts": acts.contiguous()}, str(acts_file))
+        ours = ours_like_saelens(acts, n_sl, holdout, args.out / "saekit_topk")
+        theirs = saelens(args.saelens_python, acts_file, n_sl, holdout)
+        print(f"\n## 2. Same activations, same machine: TopK d_sae={D_SAE}, k={K}, batch {BATCH}, {n_sl:,} tokens, held-out {holdout:,}")
+        print(f"| {'library':10s} | {'tokens/s':>9s} | {'held-out FVU':>12s} |")
+        print(f"|{'-' * 12}|{'-' * 11}|{'-' * 14}|")
+        print(f"| {'saekit':10s} | {ours['tokens_per_s']:9,.0f} | {ours['fvu']:12.4f} |")
+        if isinstance(theirs, dict):
+            print(f"| {'SAELens ' + str(theirs.get('version', '')):10s} | {theirs['tokens_per_s']:9,.0f} | {theirs['fvu']:12.4f} |")
+            print(f"speed-up {ours['tokens_per_s'] / theirs['tokens_per_s']:.2f}x, FVU difference {ours['fvu'] - theirs['fvu']:+.4f}")
+        else:
+            print(f"| {'SAELens':10s} | {theirs}")
+
+    if not args.skip_quality:
+        eval_tokens = min(args.eval_tokens, n_cached // 5)
+        rows = quality(cache, args.tokens, eval_tokens, args.ce_batches, args.relu_l1, args.out / "quality", model)
+        print(f"\n## 3. Quality after {args.tokens:,} tokens ({n_cached - eval_tokens:,} distinct training tokens, "
+              f"held-out {eval_tokens:,}), target L0 ~ {K}")
+        print(f"| {'SAE':22s} | {'L0':>6s} | {'FVU':>7s} | {'CE recovered':>12s} | {'dead %':>6s} |")
+        print(f"|{'-' * 24}|{'-' * 8}|{'-' * 9}|{'-' * 14}|{'-' * 8}|")
+        for r in rows:
+            ce = f"{r['ce_recovered']:.3f}" if r["ce_recovered"] is not None else "-"
+            print(f"| {r['sae']:22s} | {r['l0']:6.1f} | {r['fvu']:7.4f} | {ce:>12s} | {r['dead_pct']:6.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
