@@ -71,7 +71,7 @@ def _generations_table(samples: list[dict[str, Any]], limit: int = 6) -> list[st
     return lines
 
 
-def _steering_section(title: str, summary: dict[str, Any], figures: list[str]) -> list[str]:
+def _steering_section(title: str, summary: dict[str, Any], figures: list[str], root: Path) -> list[str]:
     lines = [f"## {title}", ""]
     if not summary:
         return lines + ["(stage not run)", ""]
@@ -87,7 +87,9 @@ def _steering_section(title: str, summary: dict[str, Any], figures: list[str]) -
     if summary.get("samples"):
         lines += ["", "Side by side (best strength):", ""] + _generations_table(summary["samples"])
     for f in figures:
-        lines.append(f"- figure: [{Path(f).name}]({f})")
+        p = Path(f).resolve()
+        link = p.relative_to(root.resolve()) if p.is_relative_to(root.resolve()) else p
+        lines.append(f"- figure: [{p.name}]({link})")
     return lines + [""]
 
 
@@ -122,7 +124,7 @@ def write_report(demo: Demo) -> Path:
         f"| {_fmt(ev.get('l0'), '.1f')} | {_fmt(ev.get('fvu'))} | {_fmt(ev.get('ce_loss_recovered'))} | "
         f"{_fmt(ev.get('dead_fraction'), '.2%')} |",
         "",
-        f"Full metrics: [eval.json](eval.json). Feature database: [features.sqlite](features.sqlite).",
+        "Full metrics: [eval.json](eval.json). Feature database: [features.sqlite](features.sqlite).",
     ]
     density = sorted(root.glob("eval_density.*"))
     for p in density + fig_paths.get("training", []):
@@ -135,8 +137,8 @@ def write_report(demo: Demo) -> Path:
             f"perplexity ratio {_fmt(gg.get('perplexity_ratio'), '.2f')}.",
             "",
         ]
-    lines += _steering_section("Golden Gate", gg, gg.get("figures", []))
-    lines += _steering_section("Sycophancy", sy, sy.get("figures", []))
+    lines += _steering_section("Golden Gate", gg, gg.get("figures", []), root)
+    lines += _steering_section("Sycophancy", sy, sy.get("figures", []), root)
     timing = ", ".join(f"{k} {v.get('seconds', 0):.0f} s" for k, v in stages.items())
     lines += ["## Stages", "", timing, "", "Open the explorer:", "", "```bash",
               f"saekit explore {demo.db_path}", "```", ""]
