@@ -25,7 +25,6 @@ import argparse
 import json
 import logging
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -43,13 +42,14 @@ D_IN, D_SAE, K, BATCH = 576, 4608, 32, 4096
 
 
 def _timed(fn, repeat: int) -> float:
+    """Best of `repeat` runs after a warm-up: on a shared machine the minimum is the least noisy."""
     fn()
     times = []
     for _ in range(repeat):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return min(times)
 
 
 def matmul_rate(dtype: torch.dtype, n: int = 2048, repeat: int = 5) -> float:

@@ -24,7 +24,7 @@ from sae.architectures.base import register
 from sae.architectures.sparse_ops import Selection, select_topk, sort_rows
 from sae.architectures.topk import TopKSAE
 
-THRESHOLD_MOMENTUM = 0.99  # EMA of the batch cut-off; ~100 steps of memory
+THRESHOLD_MOMENTUM = 0.9  # EMA of the batch cut-off (a quantile of B*k values: stable); ~10 steps of memory
 
 
 @register("batchtopk")

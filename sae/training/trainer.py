@@ -100,10 +100,8 @@ class Trainer:
         self.total_steps = 0
         self.batch_size: int | None = None
         torch.manual_seed(cfg.seed)
-        names = [_default_name(s) for s in cfg.saes]
-        for i, n in enumerate(names):
-            if names.count(n) > 1:
-                names[i] = f"{n}_{i}"
+        base = [_default_name(s) for s in cfg.saes]
+        names = [f"{n}_{i}" if base.count(n) > 1 else n for i, n in enumerate(base)]
         self.slots: list[_Slot] = []
         for name, scfg in zip(names, cfg.saes, strict=True):
             sae = build_sae(scfg).to(self.device)
