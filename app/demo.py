@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import sae
-from sae.config import CacheConfig, DataConfig, EvalConfig, FeaturesConfig, SAEConfig, StoreConfig, TrainConfig
+from sae.config import (
+    CacheConfig,
+    DataConfig,
+    EvalConfig,
+    FeaturesConfig,
+    SAEConfig,
+    StoreConfig,
+    TrainConfig,
+)
 
 
 @dataclass

@@ -26,10 +26,14 @@ def _experiment_config(demo: Demo, name: str, strengths: list[float]) -> Any:
 def golden_gate(demo: Demo) -> dict[str, Any]:
     from steering.demos import golden_gate as run
 
-    return run(demo.model, demo.sae, _experiment_config(demo, "golden_gate", demo.cfg.strengths))
+    result = run(demo.model, demo.sae, _experiment_config(demo, "golden_gate", demo.cfg.strengths))
+    result.pop("summary")  # already in golden_gate/summary.json
+    return result
 
 
 def sycophancy(demo: Demo) -> dict[str, Any]:
     from steering.demos import sycophancy as run
 
-    return run(demo.model, demo.sae, _experiment_config(demo, "sycophancy", demo.cfg.praise_strengths))
+    result = run(demo.model, demo.sae, _experiment_config(demo, "sycophancy", demo.cfg.praise_strengths))
+    result.pop("summary")  # already in sycophancy/summary.json
+    return result

@@ -132,8 +132,8 @@ def write_report(demo: Demo) -> Path:
     lines.append("")
     if gg:
         lines += [
-            f"**Golden Gate mention rate**: steered {_fmt(gg.get('best_mention_rate'), '.0%')} "
-            f"(strength {gg.get('best_strength')}) vs unsteered {_fmt(gg.get('unsteered_mention_rate'), '.0%')}; "
+            f"**Golden Gate mention rate**: steered {_fmt(gg.get('best_rate'), '.0%')} "
+            f"(strength {gg.get('best_strength')}) vs unsteered {_fmt(gg.get('unsteered_rate'), '.0%')}; "
             f"perplexity ratio {_fmt(gg.get('perplexity_ratio'), '.2f')}.",
             "",
         ]

@@ -25,6 +25,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -145,6 +146,7 @@ def ours_like_saelens(acts: torch.Tensor, tokens: int, holdout: int, out: Path) 
     from sae.checkpoint import load_sae
     from sae.training.trainer import Trainer
 
+    shutil.rmtree(out, ignore_errors=True)  # the benchmark's own scratch run: start clean every time
     train_ND, eval_ND = acts[:-holdout], acts[-holdout:]
     scale = D_IN**0.5 / float(train_ND.norm(dim=1).mean())
     g = torch.Generator().manual_seed(0)
@@ -194,6 +196,7 @@ def quality(cache: Path, tokens: int, eval_tokens: int, ce_batches: int, relu_l1
         SAEConfig(architecture="jumprelu", d_in=D_IN, d_sae=D_SAE, target_l0=K, hook_name=HOOK),
         *[SAEConfig(architecture="relu", d_in=D_IN, d_sae=D_SAE, l1_coefficient=c, hook_name=HOOK) for c in relu_l1],
     ]
+    shutil.rmtree(out, ignore_errors=True)
     steps = max(1, tokens // BATCH)
     cfg = TrainConfig(out_dir=str(out), cache_dir=str(cache), saes=saes, n_tokens=tokens, resume=False,
                       lr_warmup_steps=max(1, steps // 10), sparsity_warmup_steps=max(1, steps // 20),

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from steering import prompts as P
 from steering.experiments import CAAConfig, SweepConfig, best_condition, run_sweep
-from steering.search import contrastive_features, logit_lens, rank_by_output_score
+from steering.search import FeatureHit, contrastive_features, logit_lens, rank_by_output_score
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -31,11 +31,14 @@ class ExperimentConfig:
     sae_path: str | None = None  # recorded in the sweep; the SAE object is passed in
     feature_db: str | None = None
     features: list[int] | None = None  # None: find them
-    n_features: int = 1
-    candidates: int = 10
-    strengths: list[float] = field(default_factory=lambda: [2.0, 4.0, 6.0, 8.0])
-    caa_scales: list[float] = field(default_factory=lambda: [2.0, 4.0, 8.0])
+    n_features: int = 1  # found features clamped together
+    candidates: int = 10  # contrastive hits (per ranking) re-ranked by output score
+    score_prompts: int = 5  # prompts for the output score
+    score_strength: float = 2.0  # clamp strength (in `unit`) for the output score
+    strengths: list[float] = field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0, 3.0, 4.0])
+    caa_scales: list[float] | None = field(default_factory=lambda: [2.0, 4.0, 8.0])  # None: no baseline
     unit: str = "max"
+    positions: str | None = None  # None: the experiment's own (all / after_last_user)
     n_prompts: int | None = 20
     max_new_tokens: int = 48
     temperature: float = 0.0
@@ -45,19 +48,39 @@ class ExperimentConfig:
     png: bool = True
 
 
-def _find(model: TransformerBridge, sae: SparseAutoencoder, cfg: ExperimentConfig, positive: list, negative: list,
-          **search: Any) -> tuple[list[int], list[dict[str, Any]]]:
-    if cfg.features:
-        return list(cfg.features), []
-    hits = contrastive_features(model, sae, positive, negative, k=cfg.candidates, db=cfg.feature_db, n_examples=3,
-                                **search)
-    hits = rank_by_output_score(model, sae, hits, feature_db=cfg.feature_db, unit=cfg.unit, strength=4.0)
-    candidates = [
+def _candidates(hits: list[FeatureHit], model: TransformerBridge, sae: SparseAutoencoder) -> list[dict[str, Any]]:
+    return [
         {"feature": h.feature, "score": h.score, **h.details, "examples": h.examples[:3],
          "logit_lens": [t for t, _ in logit_lens(model, sae, h.feature, k=5)]}
         for h in hits
     ]
-    return [h.feature for h in hits[: cfg.n_features]], candidates
+
+
+def find_golden_gate(model: TransformerBridge, sae: SparseAutoencoder, cfg: ExperimentConfig) -> list[FeatureHit]:
+    """Golden Gate candidates, best first: features that fire more on Golden Gate texts than on
+    other landmarks, ranked both by mean over tokens and by the strongest token (a concept
+    feature often fires on a few tokens only), then re-ranked by how much clamping them raises
+    the next-token probability of the concept's words on neutral prompts (Arad et al.'s output
+    score with the concept's tokens: the logit lens of a middle-layer decoder row is mostly noise)."""
+    hits: dict[int, FeatureHit] = {}
+    for reduce in ("max", "mean"):
+        for h in contrastive_features(model, sae, P.GOLDEN_GATE_POSITIVE, P.GOLDEN_GATE_NEGATIVE, k=cfg.candidates,
+                                      reduce=reduce, db=cfg.feature_db, n_examples=3):
+            hits.setdefault(h.feature, h)
+    return rank_by_output_score(model, sae, list(hits.values()), feature_db=cfg.feature_db, unit=cfg.unit,
+                                strength=cfg.score_strength, concept_tokens=P.GOLDEN_GATE_TOKENS,
+                                prompts=P.NEUTRAL_PROMPTS[: cfg.score_prompts])
+
+
+def find_praise(model: TransformerBridge, sae: SparseAutoencoder, cfg: ExperimentConfig) -> list[FeatureHit]:
+    """Praise/agreement candidates, best first: mean activation difference over the assistant's
+    reply in contrastive chat turns, re-ranked by how much clamping raises the probability that a
+    reply opens with praise, scored on the contrastive set's own user turns (probes stay held out)."""
+    hits = contrastive_features(model, sae, P.PRAISE_POSITIVE, P.PRAISE_NEGATIVE, k=cfg.candidates, chat=True,
+                                region="after_last_user", db=cfg.feature_db, n_examples=3)
+    return rank_by_output_score(model, sae, hits, feature_db=cfg.feature_db, unit=cfg.unit,
+                                strength=cfg.score_strength, concept_tokens=P.PRAISE_TOKENS,
+                                prompts=P.PRAISE_USER_TURNS[: cfg.score_prompts])
 
 
 def _side_by_side(out_dir: Path, best_key: str | None, limit: int = 6) -> list[dict[str, str]]:
@@ -80,63 +103,84 @@ def _table(summary: dict[str, Any], metric: str) -> list[dict[str, Any]]:
     ]
 
 
-def golden_gate(model: TransformerBridge, sae: SparseAutoencoder, cfg: ExperimentConfig) -> dict[str, Any]:
-    """Find the Golden Gate / San Francisco feature and clamp it on neutral prompts."""
-    features, candidates = _find(model, sae, cfg, P.GOLDEN_GATE_POSITIVE, P.GOLDEN_GATE_NEGATIVE)
-    sweep = SweepConfig(
+def _run(model: TransformerBridge, sae: SparseAutoencoder, cfg: ExperimentConfig, hits: list[FeatureHit] | None,
+         metric: str, **sweep: Any) -> dict[str, Any]:
+    """Sweep the chosen features; the result common to both experiments."""
+    features = list(cfg.features) if cfg.features else [h.feature for h in (hits or [])[: cfg.n_features]]
+    if not features:
+        raise ValueError("no feature to steer: the contrastive search found none; pass features=[...]")
+    summary = run_sweep(SweepConfig(
         out_dir=cfg.out_dir, sae_path=cfg.sae_path, feature_db=cfg.feature_db, features=features, together=True,
-        method="clamp", unit=cfg.unit, strengths=cfg.strengths, prompts="NEUTRAL_PROMPTS", n_prompts=cfg.n_prompts,
-        seeds=cfg.seeds, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-        batch_size=cfg.batch_size, concept_keywords=P.GOLDEN_GATE_KEYWORDS, png=cfg.png,
-        caa=CAAConfig(positive="GOLDEN_GATE_POSITIVE", negative="GOLDEN_GATE_NEGATIVE", scales=cfg.caa_scales),
-    )
-    summary = run_sweep(sweep, model=model, sae=sae)
+        method="clamp", unit=cfg.unit, strengths=cfg.strengths, n_prompts=cfg.n_prompts, seeds=cfg.seeds,
+        max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, batch_size=cfg.batch_size, png=cfg.png,
+        **sweep,
+    ), model=model, sae=sae)
     base = next(r for r in summary["conditions"] if r["method"] == "none")
-    best = best_condition(summary, "clamp", max_ppl_ratio=cfg.max_ppl_ratio)
-    caa_best = best_condition(summary, "caa", max_ppl_ratio=cfg.max_ppl_ratio)
+    best = best_condition(summary, "clamp", metric=metric, max_ppl_ratio=cfg.max_ppl_ratio)
+    caa = best_condition(summary, "caa", metric=metric, max_ppl_ratio=cfg.max_ppl_ratio)
     ratio = None
     if best and base.get("perplexity_median"):
         ratio = best["perplexity_median"] / base["perplexity_median"]
     return {
         "features": features,
-        "candidates": candidates,
-        "unsteered_mention_rate": base.get("concept_rate"),
-        "best_mention_rate": best.get("concept_rate") if best else None,
+        "candidates": _candidates(hits or [], model, sae),
+        "unsteered_rate": base.get(metric),
+        "unsteered_perplexity": base.get("perplexity_median"),
+        "best_rate": best.get(metric) if best else None,
         "best_strength": best.get("strength") if best else None,
+        "best_perplexity": best.get("perplexity_median") if best else None,
         "perplexity_ratio": ratio,
-        "caa_best_mention_rate": caa_best.get("concept_rate") if caa_best else None,
-        "table": _table(summary, "concept_rate"),
+        "caa_best_rate": caa.get(metric) if caa else None,
+        "caa_best_scale": caa.get("strength") if caa else None,
+        "caa_best_perplexity": caa.get("perplexity_median") if caa else None,
+        "table": _table(summary, metric),
         "samples": _side_by_side(Path(cfg.out_dir), best.get("key") if best else None),
         "figures": [str(p) for p in summary.get("charts") or []],
+        "summary": summary,
     }
+
+
+def golden_gate(model: TransformerBridge, sae: SparseAutoencoder, cfg: ExperimentConfig) -> dict[str, Any]:
+    """Find the Golden Gate / San Francisco feature and clamp it on neutral prompts; the result's
+    `*_rate` fields are mention rates (bridge / Golden Gate / San Francisco)."""
+    hits = None if cfg.features else find_golden_gate(model, sae, cfg)
+    caa = None
+    if cfg.caa_scales:
+        caa = CAAConfig(positive="GOLDEN_GATE_POSITIVE", negative="GOLDEN_GATE_NEGATIVE", scales=cfg.caa_scales)
+    return _run(model, sae, cfg, hits, "concept_rate", positions=cfg.positions or "all", prompts="NEUTRAL_PROMPTS",
+                concept_keywords=P.GOLDEN_GATE_KEYWORDS, caa=caa)
 
 
 def sycophancy(model: TransformerBridge, sae: SparseAutoencoder, cfg: ExperimentConfig) -> dict[str, Any]:
-    """Find a praise/agreement feature from contrastive chat turns; clamp it vs CAA on probes."""
-    features, candidates = _find(model, sae, cfg, P.PRAISE_POSITIVE, P.PRAISE_NEGATIVE, chat=True,
-                                 region="after_last_user")
-    sweep = SweepConfig(
-        out_dir=cfg.out_dir, sae_path=cfg.sae_path, feature_db=cfg.feature_db, features=features, together=True,
-        method="clamp", unit=cfg.unit, strengths=cfg.strengths, positions="after_last_user",
-        prompts="SYCOPHANCY_PROBES", n_prompts=cfg.n_prompts, seeds=cfg.seeds, max_new_tokens=cfg.max_new_tokens,
-        temperature=cfg.temperature, batch_size=cfg.batch_size, task_keywords=P.PRAISE_KEYWORDS, png=cfg.png,
-        caa=CAAConfig(positive="PRAISE_POSITIVE", negative="PRAISE_NEGATIVE", chat=True, region="after_last_user",
-                      scales=cfg.caa_scales),
-    )
-    summary = run_sweep(sweep, model=model, sae=sae)
-    base = next(r for r in summary["conditions"] if r["method"] == "none")
-    sae_best = best_condition(summary, "clamp", metric="task_rate", max_ppl_ratio=cfg.max_ppl_ratio)
-    caa_best = best_condition(summary, "caa", metric="task_rate", max_ppl_ratio=cfg.max_ppl_ratio)
-    return {
-        "features": features,
-        "candidates": candidates,
-        "unsteered_praise_rate": base.get("task_rate"),
-        "sae_best_praise_rate": sae_best.get("task_rate") if sae_best else None,
-        "sae_best_strength": sae_best.get("strength") if sae_best else None,
-        "caa_best_praise_rate": caa_best.get("task_rate") if caa_best else None,
-        "caa_best_scale": caa_best.get("strength") if caa_best else None,
-        "sae_at_least_caa": (sae_best["task_rate"] >= caa_best["task_rate"]) if sae_best and caa_best else None,
-        "table": _table(summary, "task_rate"),
-        "samples": _side_by_side(Path(cfg.out_dir), sae_best.get("key") if sae_best else None),
-        "figures": [str(p) for p in summary.get("charts") or []],
-    }
+    """Find a praise/agreement feature from contrastive chat turns; clamp it vs CAA on probes
+    where a user shares mediocre work or a wrong claim; `*_rate` fields are praise rates."""
+    hits = None if cfg.features else find_praise(model, sae, cfg)
+    caa = None
+    if cfg.caa_scales:
+        caa = CAAConfig(positive="PRAISE_POSITIVE", negative="PRAISE_NEGATIVE", chat=True, region="after_last_user",
+                        scales=cfg.caa_scales)
+    result = _run(model, sae, cfg, hits, "task_rate", positions=cfg.positions or "after_last_user",
+                  prompts="SYCOPHANCY_PROBES", task_keywords=P.PRAISE_KEYWORDS, caa=caa)
+    if result["best_rate"] is not None and result["caa_best_rate"] is not None:
+        result["sae_at_least_caa"] = result["best_rate"] >= result["caa_best_rate"]
+    return result
+
+
+def format_result(result: dict[str, Any], what: str) -> str:
+    """A few lines for a terminal: the candidates, the best clamp and CAA against unsteered."""
+    lines = []
+    for c in result["candidates"]:
+        lines.append(f"  feature {c['feature']}: diff {c['score']:.3f}  output {c.get('output_score', 0):.4f}  "
+                     f"logit lens {c['logit_lens']}")
+        lines += [f"      {ex.get('activation', float('nan')):7.2f}  {ex.get('text', '')!r}" for ex in c["examples"]]
+    pct = lambda x: "-" if x is None else f"{x:.0%}"  # noqa: E731
+    num = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
+    lines.append(f"features {result['features']}: unsteered {what} {pct(result['unsteered_rate'])} "
+                 f"(perplexity {num(result['unsteered_perplexity'])})")
+    lines.append(f"  best clamp: strength {result['best_strength']} -> {what} {pct(result['best_rate'])}, "
+                 f"perplexity {num(result['best_perplexity'])} ({num(result['perplexity_ratio'])}x unsteered)")
+    if result["caa_best_scale"] is not None or result["caa_best_rate"] is not None:
+        lines.append(f"  best CAA:   scale {result['caa_best_scale']} -> {what} {pct(result['caa_best_rate'])}, "
+                     f"perplexity {num(result['caa_best_perplexity'])}")
+    lines += [f"  {s['prompt']!r} -> {s['steered']!r}" for s in result["samples"][:3]]
+    return "\n".join(lines)

@@ -60,6 +60,8 @@ GOLDEN_GATE_NEGATIVE: list[str] = [
 ]
 
 GOLDEN_GATE_KEYWORDS: list[str] = ["golden gate", "bridge", "bridges", "san francisco"]
+# Words whose next-token probability a Golden Gate feature should raise (for `output_score`).
+GOLDEN_GATE_TOKENS: list[str] = ["Golden", "Gate", "bridge", "Bridge", "San", "Francisco"]
 
 # --------------------------------------------------------------------------- praise / sycophancy
 
@@ -119,6 +121,12 @@ PRAISE_KEYWORDS: list[str] = [
     "perfect", "outstanding", "genius", "masterpiece", "absolutely", "you're right", "you are right",
     "that's right", "correct", "exactly", "well done", "beautiful", "incredible", "awesome",
 ]
+
+# First words of a praising reply (for `output_score` on the contrastive user turns).
+PRAISE_TOKENS: list[str] = ["Great", "Wow", "Excellent", "Amazing", "Brilliant", "Fantastic", "Wonderful", "love",
+                            "Absolutely", "Yes"]
+# The user turns of the contrastive set (feature selection prompts; the probes stay held out).
+PRAISE_USER_TURNS: list[str] = list(_WORK)
 
 # A phrase that reads as a CORRECTION lowers the score in the sycophancy demo's scorer.
 CORRECTION_KEYWORDS: list[str] = [

@@ -323,12 +323,17 @@ def output_score(
     strength: float = 4.0,
     unit: str = "max",
     n_tokens: int = 10,
+    concept_tokens: Sequence[str | int] | None = None,
     chat: bool = True,
     feature_db: Any = None,
 ) -> dict[int, float]:
     """Per feature: the next-token probability its top `n_tokens` logit-lens tokens gain when it
     is clamped to `strength` (x max activation by default) at every position of neutral prompts,
-    averaged over prompts. Near 0 for features that only read their input."""
+    averaged over prompts. Near 0 for features that only read their input.
+
+    `concept_tokens` (words or ids) replaces the logit-lens tokens by a fixed set, e.g. the words
+    of the concept to steer towards: in middle layers the logit lens of a decoder row is mostly
+    noise, while the gain on the concept's own tokens still says whether the feature writes it."""
     from steering.prompts import NEUTRAL_PROMPTS
 
     tok = model.tokenizer
@@ -343,10 +348,14 @@ def output_score(
             with s.paused():
                 base = next_token_probs(model, rows)
         scores: dict[int, float] = {}
+        fixed = torch.tensor(_token_ids(tok, concept_tokens), device=base.device) if concept_tokens else None
         for f in features:
-            d = sae.W_dec[int(f)].detach().float().to(W_U.device)
-            eff = d @ W_U
-            top = (eff - eff.mean()).topk(n_tokens).indices.to(base.device)
+            if fixed is not None:
+                top = fixed
+            else:
+                d = sae.W_dec[int(f)].detach().float().to(W_U.device)
+                eff = d @ W_U
+                top = (eff - eff.mean()).topk(n_tokens).indices.to(base.device)
             iv = FeatureSteering(sae, {int(f): Clamp(strength, unit=unit)}, feature_db=feature_db)  # type: ignore[arg-type]
             with Steering(model, [iv]):
                 steered = next_token_probs(model, rows)

@@ -84,7 +84,7 @@ def test_sparse_training_path_matches_dense(arch: str) -> None:
         sae.zero_grad()
         out = sae.training_forward(x, dead, sparse=sparse)
         sae.loss(out, {"auxk": 0.5}).backward()
-        results.append(({k: float(v) for k, v in out.losses.items()}, [p.grad.clone() for p in sae.parameters()], out))
+        results.append(({k: float(v.detach()) for k, v in out.losses.items()}, [p.grad.clone() for p in sae.parameters()], out))
     (l_s, g_s, o_s), (l_d, g_d, o_d) = results
     assert l_s.keys() == l_d.keys() and l_s["auxk"] > 0
     for k in l_s:

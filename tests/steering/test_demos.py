@@ -14,12 +14,14 @@ SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 def test_golden_gate_and_sycophancy_scripts(model, tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(saelib, "load_model", lambda *a, **k: model)
+    monkeypatch.syspath_prepend(str(SCRIPTS))  # the scripts import their shared `_experiment` module
     sae_dir = saelib.save_sae(make_sae("topk", seed=2), tmp_path / "sae")
     tiny = ["--unit", "abs", "--max-new-tokens", "2", "--no-png", "--candidates", "2", "--n-prompts", "1",
-            "--score-prompts", "1"]
+            "--score-prompts", "1", "--score-strength", "40"]
     gg = runpy.run_path(str(SCRIPTS / "golden_gate.py"), run_name="demo")
     # Golden Gate with a given feature (the search path runs in the sycophancy script below).
-    assert gg["main"](["--sae", str(sae_dir), "--feature", "5", "--strengths", "40", "--out", str(tmp_path / "gg"),
+    assert gg["main"](["--sae", str(sae_dir), "--feature", "5", "--strengths", "40", "--caa-scales", "--out",
+                       str(tmp_path / "gg"),
                        *tiny]) == 0
     report = json.loads((tmp_path / "gg" / "report.json").read_text())
     assert report["features"] == [5] and {c["key"] for c in report["summary"]["conditions"]} == {"unsteered", "clamp|5|40"}

@@ -56,6 +56,9 @@ def test_output_features_and_output_score_find_a_planted_feature(model) -> None:
     scores = steering.output_score(model, sae, [9, 10], prompts=["Tell me a fact."], strength=300.0, unit="abs")
     assert scores[9] > 0.3
     assert scores[9] > 5 * abs(scores[10])
+    by_concept = steering.output_score(model, sae, [9], prompts=["Tell me a fact."], strength=300.0, unit="abs",
+                                       concept_tokens=["Paris", "France"])
+    assert by_concept[9] > 0.3
 
 
 def test_caa_vector_is_a_difference_of_means(model) -> None:
