@@ -43,7 +43,7 @@ class DemoConfig:
     ce_batches: int = 4
     analyze_tokens: int = 100_000
     n_prompts: int = 20
-    strengths: list[float] = field(default_factory=lambda: [2.0, 4.0, 6.0, 8.0])
+    strengths: list[float] = field(default_factory=lambda: [2.0, 3.0, 4.0, 6.0])
     praise_strengths: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0])
     candidates: int = 10
     fast_steering: bool = False  # one CAA scale instead of three
@@ -138,6 +138,11 @@ class Demo:
             Stage("report", "writing the report", self.stage_report),
         ]
 
+    @property
+    def held_out_tokens(self) -> int:
+        """The cache's tail that training never sees and evaluation uses."""
+        return min(self.cfg.eval_tokens, self.cfg.cache_tokens // 10)
+
     def stage_cache(self) -> dict[str, Any]:
         cfg = CacheConfig(
             out_dir=str(self.acts_dir),
@@ -157,7 +162,7 @@ class Demo:
             out_dir=str(self.sae_dir),
             cache_dir=str(self.acts_dir),
             saes=[sae_cfg],
-            store=StoreConfig(batch_size=4096, held_out_tokens=min(20_000, self.cfg.cache_tokens // 10),
+            store=StoreConfig(batch_size=4096, held_out_tokens=self.held_out_tokens,
                               seed=self.cfg.seed, device=self.cfg.device),
             n_tokens=self.cfg.train_tokens,
             device=self.cfg.device,
@@ -171,7 +176,7 @@ class Demo:
         cfg = EvalConfig(
             sae_path=str(self.sae_dir),
             cache_dir=str(self.acts_dir),
-            n_tokens=self.cfg.eval_tokens,
+            n_tokens=self.held_out_tokens,
             ce_batches=self.cfg.ce_batches,
             out_path=str(self.eval_path),
             device=self.cfg.device,

@@ -134,7 +134,8 @@ def write_report(demo: Demo) -> Path:
         lines += [
             f"**Golden Gate mention rate**: steered {_fmt(gg.get('best_rate'), '.0%')} "
             f"(strength {gg.get('best_strength')}) vs unsteered {_fmt(gg.get('unsteered_rate'), '.0%')}; "
-            f"perplexity ratio {_fmt(gg.get('perplexity_ratio'), '.2f')}.",
+            f"{gg.get('fluency', 'perplexity')} {_fmt(gg.get('fluency_ratio'), '.2f')}x unsteered "
+            f"(the best strength whose fluency stays within 2x and whose distinct-2 stays above 0.6x unsteered).",
             "",
         ]
     lines += _steering_section("Golden Gate", gg, gg.get("figures", []), root)

@@ -307,6 +307,7 @@ def _ce_rows(model: Any, cfg: EvalConfig, tokens: Tensor | None) -> Iterator[Ten
             yield tokens[i : min(i + cfg.ce_batch_size, n_rows)]
         return
     from sae.data import token_rows
+    from sae.shards import tail_token_rows
 
     skip = cfg.skip_rows if cfg.skip_rows is not None else _rows_used_by_cache(cfg.cache_dir)
     rows = token_rows(cfg.data, model.tokenizer)
@@ -318,6 +319,12 @@ def _ce_rows(model: Any, cfg: EvalConfig, tokens: Tensor | None) -> Iterator[Ten
             row for _, row in zip(range(min(cfg.ce_batch_size, n_rows - got)), rows, strict=False)
         ]
         if not batch:
+            if got == 0 and cfg.cache_dir is not None and skip > 0:
+                # The cache took the whole source: its own last rows are the held-out tail.
+                log.info("no text after the cache's %d rows of %r; the CE pass uses the cache's last %d rows",
+                         skip, cfg.data.source, n_rows)
+                yield from _ce_rows(model, cfg, tail_token_rows(cfg.cache_dir, n_rows))
+                return
             if got == 0:
                 raise ValueError(
                     f"no text left for the CE pass after skipping {skip} rows of {cfg.data.source!r}; "
@@ -434,7 +441,7 @@ def _resolve_sae(sae: Any, cfg: EvalConfig) -> tuple[SparseAutoencoder, str | No
     if isinstance(sae, SparseAutoencoder):
         if cfg.device is not None:
             sae = sae.to(cfg.device)
-        return sae, None
+        return sae, cfg.sae_path  # the folder it came from, if given: its training split
     path = sae if sae is not None else cfg.sae_path
     if not isinstance(path, (str, Path)):
         raise TypeError(

@@ -124,8 +124,11 @@ def resid_hook(layer: int, where: str = "post") -> str:
 
 
 def is_residual_hook(hook: str) -> bool:
-    """Residual-stream hooks carry the massive-activation outliers (BOS, sinks)."""
-    return "resid" in hook or hook.endswith(".hook_out") or hook.endswith(".hook_in")
+    """Residual-stream hooks carry the massive-activation outliers (BOS, sinks).
+
+    A block's own `hook_in` / `hook_out` (TransformerBridge's names for resid_pre / resid_post)
+    count; a submodule's (`blocks.3.attn.hook_out`, `blocks.3.mlp.hook_in`) does not."""
+    return "resid" in hook or re.fullmatch(r"blocks\.\d+\.hook_(in|out)", hook) is not None
 
 
 def validate_hook(model: TransformerBridge, hook: str) -> str:

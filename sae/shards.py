@@ -182,6 +182,26 @@ def read_manifest(cache_dir: str | Path) -> dict[str, Any]:
     return manifest
 
 
+def tail_token_rows(cache_dir: str | Path, n_rows: int) -> torch.Tensor:
+    """The token ids [<= n_rows, T] of the cache's last rows, in order: the text of the held-out
+    tail a trainer with `store.held_out_tokens` never trained on (each shard is verified)."""
+    from safetensors import safe_open
+
+    d = Path(cache_dir)
+    parts: list[torch.Tensor] = []
+    have = 0
+    for entry in reversed(read_manifest(d)["shards"]):
+        if have >= n_rows:
+            break
+        with safe_open(str(check_shard(d, entry)), framework="pt") as f:
+            rows = f.get_tensor("tokens")[-(n_rows - have) :]
+        parts.insert(0, rows)
+        have += rows.shape[0]
+    if not parts:
+        raise CacheError(f"the cache at {d} has no shards yet; run `saekit cache` first")
+    return torch.cat(parts).long()
+
+
 def check_shard(cache_dir: Path, entry: dict[str, Any], full: bool = True) -> Path:
     """Raise `CacheError` naming the file unless it has the recorded size (and sha256 if `full`)."""
     path = cache_dir / entry["file"]

@@ -170,10 +170,11 @@ def ours_like_saelens(acts: torch.Tensor, tokens: int, holdout: int, out: Path) 
     return {"library": "saekit", "tokens_per_s": trainer.tokens_seen / seconds, "fvu": fvu, "n_tokens": trainer.tokens_seen}
 
 
-def saelens(python: str, acts_file: Path, tokens: int, holdout: int) -> dict | str:
+def baseline(script: str, python: str, acts_file: Path, tokens: int, holdout: int) -> dict | str:
+    """Run `scripts/<script>` in its own venv on the same activations; its last JSON line."""
     if not Path(python).exists():
-        return f"not run: {python} does not exist (create the SAELens venv, see scripts/saelens_baseline.py)"
-    cmd = [python, str(ROOT / "scripts" / "saelens_baseline.py"), "--acts", str(acts_file), "--tokens", str(tokens),
+        return f"not run: {python} does not exist (create its venv, see scripts/{script})"
+    cmd = [python, str(ROOT / "scripts" / script), "--acts", str(acts_file), "--tokens", str(tokens),
            "--d-sae", str(D_SAE), "--k", str(K), "--batch", str(BATCH), "--holdout", str(holdout),
            "--threads", str(torch.get_num_threads())]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -228,6 +229,8 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=5, help="timed steps per throughput case (median)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--saelens-python", default="/work/venv-saelens/bin/python")
+    ap.add_argument("--sparsify-python", default="/work/venv-sparsify/bin/python",
+                    help="venv with eai-sparsify for a second baseline ('' to skip)")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--skip-saelens", action="store_true")
     ap.add_argument("--skip-quality", action="store_true")
@@ -261,16 +264,20 @@ def main() -> int:
 
         save_file({"acts": acts.contiguous()}, str(acts_file))
         ours = ours_like_saelens(acts, n_sl, holdout, args.out / "saekit_topk")
-        theirs = saelens(args.saelens_python, acts_file, n_sl, holdout)
-        print(f"\n## 2. Same activations, same machine: TopK d_sae={D_SAE}, k={K}, batch {BATCH}, {n_sl:,} tokens, held-out {holdout:,}")
+        others = {"SAELens": baseline("saelens_baseline.py", args.saelens_python, acts_file, n_sl, holdout)}
+        if args.sparsify_python:
+            others["sparsify"] = baseline("sparsify_baseline.py", args.sparsify_python, acts_file, n_sl, holdout)
+        print(f"\n## 2. Same activations, same machine (SAELens, sparsify): TopK d_sae={D_SAE}, k={K}, batch {BATCH}, {n_sl:,} tokens, held-out {holdout:,}")
         print(f"| {'library':10s} | {'tokens/s':>9s} | {'held-out FVU':>12s} |")
         print(f"|{'-' * 12}|{'-' * 11}|{'-' * 14}|")
         print(f"| {'saekit':10s} | {ours['tokens_per_s']:9,.0f} | {ours['fvu']:12.4f} |")
-        if isinstance(theirs, dict):
-            print(f"| {'SAELens ' + str(theirs.get('version', '')):10s} | {theirs['tokens_per_s']:9,.0f} | {theirs['fvu']:12.4f} |")
-            print(f"speed-up {ours['tokens_per_s'] / theirs['tokens_per_s']:.2f}x, FVU difference {ours['fvu'] - theirs['fvu']:+.4f}")
-        else:
-            print(f"| {'SAELens':10s} | {theirs}")
+        for name, theirs in others.items():
+            if isinstance(theirs, dict):
+                print(f"| {name + ' ' + str(theirs.get('version', '')):10s} | {theirs['tokens_per_s']:9,.0f} | "
+                      f"{theirs['fvu']:12.4f} |  saekit {ours['tokens_per_s'] / theirs['tokens_per_s']:.2f}x faster, "
+                      f"FVU {ours['fvu'] - theirs['fvu']:+.4f}")
+            else:
+                print(f"| {name:10s} | {theirs}")
 
     if not args.skip_quality:
         eval_tokens = min(args.eval_tokens, n_cached // 5)

@@ -70,6 +70,18 @@ def load_acts(path: Path, hook: str | None = None) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def train_eval_split(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training rows and held-out rows: `--eval-acts` if given, else the tail of `--acts`."""
+    acts_ND = load_acts(args.acts, args.hook)
+    if args.eval_acts is not None:
+        return acts_ND, load_acts(args.eval_acts, args.hook)
+    holdout = min(args.holdout, acts_ND.shape[0] // 5)
+    train_ND, eval_ND = acts_ND[:-holdout], acts_ND[-holdout:]
+    if train_ND.shape[0] < args.batch:
+        raise SystemExit(f"only {train_ND.shape[0]} training rows for batch {args.batch}; pass more activations")
+    return train_ND, eval_ND
+
+
 def batches(acts_ND: torch.Tensor, batch: int, seed: int) -> Iterator[torch.Tensor]:
     """Endless shuffled batches, a fresh permutation each epoch (like any SAE activation store)."""
     gen = torch.Generator().manual_seed(seed)
@@ -133,17 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
-    acts_ND = load_acts(args.acts, args.hook)
-    if args.eval_acts is not None:
-        train_ND, eval_ND = acts_ND, load_acts(args.eval_acts, args.hook)
-    else:
-        holdout = min(args.holdout, acts_ND.shape[0] // 5)
-        train_ND, eval_ND = acts_ND[:-holdout], acts_ND[-holdout:]
-    if train_ND.shape[0] < args.batch:
-        raise SystemExit(
-            f"only {train_ND.shape[0]} training rows for batch {args.batch}; pass more activations"
-        )
-    d_in = int(acts_ND.shape[1])
+    train_ND, eval_ND = train_eval_split(args)
+    d_in = int(train_ND.shape[1])
 
     sae_cfg = TopKTrainingSAEConfig(
         d_in=d_in,

@@ -32,7 +32,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from saelens_baseline import batches, fvu, load_acts  # noqa: E402
+from saelens_baseline import batches, fvu, train_eval_split  # noqa: E402
 
 
 class _Reconstruct(torch.nn.Module):
@@ -82,17 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
-    acts_ND = load_acts(args.acts, args.hook)
-    if args.eval_acts is not None:
-        train_ND, eval_ND = acts_ND, load_acts(args.eval_acts, args.hook)
-    else:
-        holdout = min(args.holdout, acts_ND.shape[0] // 5)
-        train_ND, eval_ND = acts_ND[:-holdout], acts_ND[-holdout:]
-    if train_ND.shape[0] < args.batch:
-        raise SystemExit(
-            f"only {train_ND.shape[0]} training rows for batch {args.batch}; pass more activations"
-        )
-    d_in = int(acts_ND.shape[1])
+    train_ND, eval_ND = train_eval_split(args)
+    d_in = int(train_ND.shape[1])
 
     coder = SparseCoder(
         d_in,

@@ -43,7 +43,9 @@ class ExperimentConfig:
     max_new_tokens: int = 48
     temperature: float = 0.0
     seeds: list[int] = field(default_factory=lambda: [0])
-    max_ppl_ratio: float = 2.0
+    max_ppl_ratio: float = 2.0  # fluency bound: a condition counts if its fluency stays within this x unsteered
+    fluency: str | None = None  # "perplexity" | "text_perplexity"; None: the experiment's own
+    min_distinct_ratio: float | None = 0.6  # and distinct-2 >= this x unsteered (no loops)
     batch_size: int = 10
     png: bool = True
 
@@ -98,13 +100,14 @@ def _side_by_side(out_dir: Path, best_key: str | None, limit: int = 6) -> list[d
 def _table(summary: dict[str, Any], metric: str) -> list[dict[str, Any]]:
     return [
         {"condition": r["key"], "strength": r.get("strength"), metric: r.get(metric),
-         "perplexity": r.get("perplexity_median"), "distinct_2": r.get("distinct_2")}
+         "perplexity": r.get("perplexity_median"), "text_perplexity": r.get("text_perplexity_median"),
+         "distinct_2": r.get("distinct_2")}
         for r in summary["conditions"]
     ]
 
 
 def _run(model: TransformerBridge, sae: SparseAutoencoder, cfg: ExperimentConfig, hits: list[FeatureHit] | None,
-         metric: str, **sweep: Any) -> dict[str, Any]:
+         metric: str, default_fluency: str, **sweep: Any) -> dict[str, Any]:
     """Sweep the chosen features; the result common to both experiments."""
     features = list(cfg.features) if cfg.features else [h.feature for h in (hits or [])[: cfg.n_features]]
     if not features:
@@ -116,23 +119,31 @@ def _run(model: TransformerBridge, sae: SparseAutoencoder, cfg: ExperimentConfig
         **sweep,
     ), model=model, sae=sae)
     base = next(r for r in summary["conditions"] if r["method"] == "none")
-    best = best_condition(summary, "clamp", metric=metric, max_ppl_ratio=cfg.max_ppl_ratio)
-    caa = best_condition(summary, "caa", metric=metric, max_ppl_ratio=cfg.max_ppl_ratio)
+    fluency = cfg.fluency or default_fluency
+    bounds = dict(metric=metric, max_ppl_ratio=cfg.max_ppl_ratio, fluency=fluency,
+                  min_distinct_ratio=cfg.min_distinct_ratio)
+    best = best_condition(summary, "clamp", **bounds)
+    caa = best_condition(summary, "caa", **bounds)
+    col = f"{fluency}_median"
     ratio = None
-    if best and base.get("perplexity_median"):
-        ratio = best["perplexity_median"] / base["perplexity_median"]
+    if best and base.get(col):
+        ratio = best[col] / base[col]
     return {
         "features": features,
         "candidates": _candidates(hits or [], model, sae),
+        "fluency": fluency,
         "unsteered_rate": base.get(metric),
         "unsteered_perplexity": base.get("perplexity_median"),
+        "unsteered_text_perplexity": base.get("text_perplexity_median"),
         "best_rate": best.get(metric) if best else None,
         "best_strength": best.get("strength") if best else None,
         "best_perplexity": best.get("perplexity_median") if best else None,
-        "perplexity_ratio": ratio,
+        "best_text_perplexity": best.get("text_perplexity_median") if best else None,
+        "fluency_ratio": ratio,
         "caa_best_rate": caa.get(metric) if caa else None,
         "caa_best_scale": caa.get("strength") if caa else None,
         "caa_best_perplexity": caa.get("perplexity_median") if caa else None,
+        "caa_best_text_perplexity": caa.get("text_perplexity_median") if caa else None,
         "table": _table(summary, metric),
         "samples": _side_by_side(Path(cfg.out_dir), best.get("key") if best else None),
         "figures": [str(p) for p in summary.get("charts") or []],
@@ -147,7 +158,9 @@ def golden_gate(model: TransformerBridge, sae: SparseAutoencoder, cfg: Experimen
     caa = None
     if cfg.caa_scales:
         caa = CAAConfig(positive="GOLDEN_GATE_POSITIVE", negative="GOLDEN_GATE_NEGATIVE", scales=cfg.caa_scales)
-    return _run(model, sae, cfg, hits, "concept_rate", positions=cfg.positions or "all", prompts="NEUTRAL_PROMPTS",
+    # Fluency of the text alone: talking about the bridge when asked about dinner is the intended
+    # effect, which perplexity given the question would count as disfluency.
+    return _run(model, sae, cfg, hits, "concept_rate", "text_perplexity", positions=cfg.positions or "all", prompts="NEUTRAL_PROMPTS",
                 concept_keywords=P.GOLDEN_GATE_KEYWORDS, caa=caa)
 
 
@@ -159,7 +172,7 @@ def sycophancy(model: TransformerBridge, sae: SparseAutoencoder, cfg: Experiment
     if cfg.caa_scales:
         caa = CAAConfig(positive="PRAISE_POSITIVE", negative="PRAISE_NEGATIVE", chat=True, region="after_last_user",
                         scales=cfg.caa_scales)
-    result = _run(model, sae, cfg, hits, "task_rate", positions=cfg.positions or "after_last_user",
+    result = _run(model, sae, cfg, hits, "task_rate", "perplexity", positions=cfg.positions or "after_last_user",
                   prompts="SYCOPHANCY_PROBES", task_keywords=P.PRAISE_KEYWORDS, caa=caa)
     if result["best_rate"] is not None and result["caa_best_rate"] is not None:
         result["sae_at_least_caa"] = result["best_rate"] >= result["caa_best_rate"]
@@ -176,11 +189,12 @@ def format_result(result: dict[str, Any], what: str) -> str:
     pct = lambda x: "-" if x is None else f"{x:.0%}"  # noqa: E731
     num = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
     lines.append(f"features {result['features']}: unsteered {what} {pct(result['unsteered_rate'])} "
-                 f"(perplexity {num(result['unsteered_perplexity'])})")
+                 f"(perplexity {num(result['unsteered_perplexity'])}, text {num(result['unsteered_text_perplexity'])})")
     lines.append(f"  best clamp: strength {result['best_strength']} -> {what} {pct(result['best_rate'])}, "
-                 f"perplexity {num(result['best_perplexity'])} ({num(result['perplexity_ratio'])}x unsteered)")
+                 f"perplexity {num(result['best_perplexity'])}, text {num(result['best_text_perplexity'])} "
+                 f"({result['fluency']} {num(result['fluency_ratio'])}x unsteered)")
     if result["caa_best_scale"] is not None or result["caa_best_rate"] is not None:
         lines.append(f"  best CAA:   scale {result['caa_best_scale']} -> {what} {pct(result['caa_best_rate'])}, "
-                     f"perplexity {num(result['caa_best_perplexity'])}")
+                     f"perplexity {num(result['caa_best_perplexity'])}, text {num(result['caa_best_text_perplexity'])}")
     lines += [f"  {s['prompt']!r} -> {s['steered']!r}" for s in result["samples"][:3]]
     return "\n".join(lines)

@@ -189,6 +189,7 @@ def run_sweep(
 ) -> dict[str, Any]:
     """Run (or resume) a sweep; returns the summary (also written to summary.json)."""
     import sae as saelib
+    from steering.activations import render
     from steering.baselines import caa_vector
     from steering.generate import generate
     from steering.metrics import distinct_n, keyword_scorer, perplexity
@@ -234,11 +235,16 @@ def run_sweep(
             top_p=cfg.top_p, top_k=cfg.top_k, chat=cfg.chat, system_prompt=cfg.system_prompt,
             batch_size=cfg.batch_size,
         )
-        ppl = (perplexity(model, [g.prompt_ids for g in gens], [g.steered_ids for g in gens],
-                          batch_size=cfg.batch_size) if cfg.fluency else [math.nan] * len(gens))
+        ppl = text_ppl = [math.nan] * len(gens)
+        if cfg.fluency:
+            ppl = perplexity(model, [g.prompt_ids for g in gens], [g.steered_ids for g in gens],
+                             batch_size=cfg.batch_size)
+            empty = render(model.tokenizer, "", chat=cfg.chat, system_prompt=cfg.system_prompt)
+            text_ppl = perplexity(model, [empty] * len(gens), [g.steered_ids for g in gens],
+                                  batch_size=cfg.batch_size)
         secs = time.time() - t0
         lines = []
-        for (pi, s), g, p in zip(todo, gens, ppl, strict=True):
+        for (pi, s), g, p, tp in zip(todo, gens, ppl, text_ppl, strict=True):
             lines.append(json.dumps({
                 "key": cond.key, "method": cond.method, "features": cond.features,
                 "strength": cond.strength, "unit": cfg.unit if cond.method not in ("none", "caa") else None,
@@ -247,6 +253,7 @@ def run_sweep(
                 "concept": concept_scorer(g.steered) if concept_scorer else None,
                 "task": task_scorer(g.steered) if task_scorer else None,
                 "perplexity": None if math.isnan(p) else p,
+                "text_perplexity": None if math.isnan(tp) else tp,
                 "distinct_1": distinct_n(g.steered, 1), "distinct_2": distinct_n(g.steered, 2),
             }))
         with jsonl.open("a") as fh:
@@ -287,6 +294,7 @@ def summarize(records: list[dict], keys: list[str] | None = None) -> dict[str, A
             "task_rate": _mean([r["task"] for r in rs]),
             "perplexity_median": _median([r["perplexity"] for r in rs]),
             "perplexity_mean": _mean([r["perplexity"] for r in rs]),
+            "text_perplexity_median": _median([r.get("text_perplexity") for r in rs]),
             "distinct_2": _mean([r["distinct_2"] for r in rs]),
             "seeds": sorted({r["seed"] for r in rs}),
         })
@@ -299,24 +307,36 @@ def best_condition(
     *,
     metric: str = "concept_rate",
     max_ppl_ratio: float | None = 2.0,
+    fluency: str = "perplexity",
+    min_distinct_ratio: float | None = None,
 ) -> dict[str, Any] | None:
-    """The condition of `method` with the highest `metric` whose median perplexity stays within
-    `max_ppl_ratio` x the unsteered one (None: no fluency bound). None if nothing qualifies."""
+    """The condition of `method` with the highest `metric` whose median `fluency` ("perplexity":
+    given the prompt, or "text_perplexity": the text alone) stays within `max_ppl_ratio` x the
+    unsteered one (None: no fluency bound) and whose distinct-2 stays above `min_distinct_ratio`
+    x the unsteered one (a model stuck in a loop has a low perplexity: only distinct-n sees it).
+    None if nothing qualifies."""
+    if fluency not in ("perplexity", "text_perplexity"):
+        raise SteeringError(f"fluency must be 'perplexity' or 'text_perplexity', got {fluency!r}")
+    col = f"{fluency}_median"
     rows = summary["conditions"]
     base = next((r for r in rows if r["method"] == "none"), None)
     limit = None
-    if max_ppl_ratio is not None and base is not None and base["perplexity_median"] is not None:
-        limit = max_ppl_ratio * base["perplexity_median"]
+    if max_ppl_ratio is not None and base is not None and base.get(col) is not None:
+        limit = max_ppl_ratio * base[col]
+    floor = None
+    if min_distinct_ratio is not None and base is not None and base.get("distinct_2") is not None:
+        floor = min_distinct_ratio * base["distinct_2"]
     ok = [
         r for r in rows
         if r["method"] == method and r[metric] is not None
-        and (limit is None or (r["perplexity_median"] is not None and r["perplexity_median"] <= limit))
+        and (limit is None or (r.get(col) is not None and r[col] <= limit))
+        and (floor is None or (r.get("distinct_2") is not None and r["distinct_2"] >= floor))
     ]
     return max(ok, key=lambda r: (r[metric], -(r["strength"] or 0))) if ok else None
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    head = f"{'condition':<28} {'n':>4} {'concept':>8} {'task':>6} {'ppl(med)':>9} {'dist-2':>7}"
+    head = f"{'condition':<28} {'n':>4} {'concept':>8} {'task':>6} {'ppl(med)':>9} {'text ppl':>9} {'dist-2':>7}"
     lines = [head, "-" * len(head)]
 
     def f(x: float | None, w: int, p: int = 2) -> str:
@@ -324,7 +344,8 @@ def format_summary(summary: dict[str, Any]) -> str:
 
     for r in summary["conditions"]:
         lines.append(f"{r['key']:<28} {r['n']:>4} {f(r['concept_rate'], 8)} {f(r['task_rate'], 6)} "
-                     f"{f(r['perplexity_median'], 9, 1)} {f(r['distinct_2'], 7)}")
+                     f"{f(r['perplexity_median'], 9, 1)} {f(r.get('text_perplexity_median'), 9, 1)} "
+                     f"{f(r['distinct_2'], 7)}")
     return "\n".join(lines)
 
 

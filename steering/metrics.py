@@ -4,6 +4,9 @@
   function `str -> float` the user passes), averaged into a rate over prompts;
 - perplexity of the steered continuation under the UNSTEERED model, given its prompt
   (steering that wrecks the text shows up here even when keywords appear);
+- text perplexity: the same continuation after an empty user turn instead of its prompt. A
+  concept clamp is meant to change the topic, which the prompted perplexity also counts as
+  surprise; the text perplexity measures fluency alone (is this good text at all?);
 - distinct-n: unique n-grams / n-grams, low when steering makes the model loop.
 """
 

@@ -260,3 +260,18 @@ def test_activations_from_cache(model, tmp_path) -> None:
     )
     r = evaluate(str(sae_dir), model, EvalConfig(ce_batches=0)).reconstruction
     assert (r.source, r.n_tokens) == ("cache-held-out", 64)
+
+    # The SAE object with the folder it came from: the same held-out split.
+    from sae.checkpoint import load_sae
+
+    r = evaluate(load_sae(sae_dir), model, EvalConfig(sae_path=str(sae_dir), ce_batches=0)).reconstruction
+    assert (r.source, r.n_tokens) == ("cache-held-out", 64)
+
+    # A source the cache used up: the CE pass runs on the cache's own last rows.
+    from sae.shards import tail_token_rows
+
+    tail = tail_token_rows(cache, 3)
+    assert tail.shape == (3, 32) and tail.dtype == torch.long and bool((tail[:, 0] == tail[0, 0]).all())  # BOS
+    cfg = EvalConfig(cache_dir=str(cache), n_tokens=50, ce_batches=1, ce_batch_size=2, data=data, skip_rows=10**6)
+    d = evaluate(_layer_sae("identity"), model, cfg).downstream
+    assert d is not None and d.n_rows == 2 and d.ce_loss_recovered == 1.0

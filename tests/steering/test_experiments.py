@@ -41,6 +41,7 @@ def test_sweep_writes_records_resumes_and_guards_settings(model, tmp_path) -> No
     assert {r["key"] for r in recs} == {"unsteered", "clamp|5|40", "caa||4"}
     r = next(r for r in recs if r["key"] == "clamp|5|40")
     assert r["seed"] == 0 and r["concept"] in (0.0, 1.0) and r["perplexity"] > 1 and 0 <= r["distinct_2"] <= 1
+    assert r["text_perplexity"] > 1 and r["text_perplexity"] != r["perplexity"]
     rows = {c["key"]: c for c in summary["conditions"]}
     assert rows["unsteered"]["n"] == len(PROMPTS)
     assert any(p.endswith("sweep.html") for p in summary["charts"])
@@ -98,3 +99,24 @@ def test_cli_steer_and_sweep(model, tmp_path, monkeypatch, capsys) -> None:
     out = capsys.readouterr().out
     assert "clamp|5|40" in out and (tmp_path / "out" / "sweep.html").exists()
     assert len((tmp_path / "out" / "generations.jsonl").read_text().splitlines()) == 1
+
+
+def test_best_condition_bounds_fluency_and_loops() -> None:
+    from steering.experiments import best_condition
+
+    def row(key, method, strength, rate, ppl, text_ppl, d2):
+        return {"key": key, "method": method, "strength": strength, "concept_rate": rate, "perplexity_median": ppl,
+                "text_perplexity_median": text_ppl, "distinct_2": d2}
+
+    summary = {"conditions": [
+        row("unsteered", "none", None, 0.0, 2.0, 5.0, 0.9),
+        row("a", "clamp", 2, 0.3, 3.0, 6.0, 0.85),
+        row("b", "clamp", 4, 0.7, 9.0, 9.0, 0.6),   # off-topic for the prompt, fluent as text
+        row("c", "clamp", 8, 0.9, 3.5, 4.0, 0.3),   # a loop: low perplexity, few distinct bigrams
+    ]}
+    assert best_condition(summary, "clamp")["key"] == "c"
+    assert best_condition(summary, "clamp", min_distinct_ratio=0.6)["key"] == "a"
+    assert best_condition(summary, "clamp", fluency="text_perplexity", min_distinct_ratio=0.6)["key"] == "b"
+    assert best_condition(summary, "caa") is None
+    with pytest.raises(SteeringError, match="fluency"):
+        best_condition(summary, "clamp", fluency="vibes")
