@@ -43,7 +43,7 @@ class DemoConfig:
     ce_batches: int = 4
     analyze_tokens: int = 100_000
     n_prompts: int = 20
-    strengths: list[float] = field(default_factory=lambda: [2.0, 3.0, 4.0, 6.0])
+    strengths: list[float] = field(default_factory=lambda: [1.5, 2.0, 3.0, 4.0])
     praise_strengths: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0])
     candidates: int = 10
     fast_steering: bool = False  # one CAA scale instead of three
@@ -140,8 +140,12 @@ class Demo:
 
     @property
     def held_out_tokens(self) -> int:
-        """The cache's tail that training never sees and evaluation uses."""
-        return min(self.cfg.eval_tokens, self.cfg.cache_tokens // 10)
+        """The cache's tail that training never sees and evaluation uses: at most a tenth of the
+        cache, which holds fewer tokens than asked when the corpus runs out."""
+        cached = self.cfg.cache_tokens
+        if (self.acts_dir / "manifest.json").exists():
+            cached = min(cached, int(sae.read_manifest(self.acts_dir).get("n_tokens") or cached))
+        return min(self.cfg.eval_tokens, cached // 10)
 
     def stage_cache(self) -> dict[str, Any]:
         cfg = CacheConfig(
@@ -195,20 +199,45 @@ class Demo:
         sae.build_feature_db(cfg, model=self.model, sae=self.sae)
         return {"db": str(self.db_path)}
 
-    def stage_golden_gate(self) -> dict[str, Any]:
-        from app.demo_steering import golden_gate
+    def _experiment(self, name: str, strengths: list[float]) -> Any:
+        from steering.demos import ExperimentConfig
 
-        return golden_gate(self)
+        return ExperimentConfig(
+            out_dir=str(self.root / name),
+            sae_path=str(self.sae_dir),
+            feature_db=str(self.db_path) if self.db_path.exists() else None,
+            strengths=strengths,
+            caa_scales=[2.0, 4.0, 8.0] if not self.cfg.fast_steering else [4.0],
+            n_prompts=self.cfg.n_prompts,
+            max_new_tokens=self.cfg.max_new_tokens,
+            candidates=self.cfg.candidates,
+        )
+
+    def stage_golden_gate(self) -> dict[str, Any]:
+        from steering.demos import golden_gate
+
+        result = golden_gate(self.model, self.sae, self._experiment("golden_gate", self.cfg.strengths))
+        result.pop("summary")  # already in golden_gate/summary.json
+        return result
 
     def stage_sycophancy(self) -> dict[str, Any]:
-        from app.demo_steering import sycophancy
+        from steering.demos import sycophancy
 
-        return sycophancy(self)
+        result = sycophancy(self.model, self.sae, self._experiment("sycophancy", self.cfg.praise_strengths))
+        result.pop("summary")  # already in sycophancy/summary.json
+        return result
 
     def stage_report(self) -> dict[str, Any]:
         from app.report import write_report
 
-        path = write_report(self)
+        stages = self.stage_summaries()
+        cached = stages.get("cache", {}).get("tokens") or self.cfg.cache_tokens
+        headline = (
+            f"Model: SmolLM2-135M-Instruct (embedded), hook `{self.cfg.hook}`; TopK SAE with {self.cfg.d_sae} "
+            f"latents, k={self.cfg.k}, trained on {self.cfg.train_tokens:,} tokens (epochs over {cached:,} cached "
+            f"tokens of the builtin corpus, the last {self.held_out_tokens:,} held out for evaluation)."
+        )
+        path = write_report(self.root, stages, headline=headline, sae_dir=self.sae_dir, db_path=self.db_path)
         return {"report": str(path)}
 
     # ---------------------------------------------------------------- driver

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
-
-if TYPE_CHECKING:
-    from app.demo import Demo
 
 
 def _fmt(x: Any, spec: str = ".3f") -> str:
@@ -93,14 +90,14 @@ def _steering_section(title: str, summary: dict[str, Any], figures: list[str], r
     return lines + [""]
 
 
-def write_report(demo: Demo) -> Path:
-    root = demo.root
+def write_report(root: Path, stages: dict[str, dict[str, Any]], *, headline: str, sae_dir: Path,
+                 db_path: Path) -> Path:
+    """`root/report.md` from the demo's stage summaries (the JSON markers in `root/stages/`)."""
     figs_dir = root / "figures"
-    stages = demo.stage_summaries()
     ev = stages.get("eval", {})
 
     fig_paths: dict[str, list[Path]] = {}
-    metrics = next(iter(sorted(demo.sae_dir.glob("**/metrics.jsonl"))), None)
+    metrics = next(iter(sorted(sae_dir.glob("**/metrics.jsonl"))), None)
     curves = training_curves(metrics) if metrics else None
     if curves is not None:
         fig_paths["training"] = save_figure(curves, figs_dir / "training_curves")
@@ -113,9 +110,7 @@ def write_report(demo: Demo) -> Path:
     lines = [
         "# saekit demo report",
         "",
-        f"Model: SmolLM2-135M-Instruct (embedded), hook `{demo.cfg.hook}`; "
-        f"TopK SAE with {demo.cfg.d_sae} latents, k={demo.cfg.k}, trained on {demo.cfg.train_tokens:,} tokens "
-        f"of the builtin corpus ({demo.cfg.cache_tokens:,} cached).",
+        headline,
         "",
         "## The SAE",
         "",
@@ -131,18 +126,23 @@ def write_report(demo: Demo) -> Path:
         lines.append(f"- figure: [{p.name}]({rel([p])[0]})")
     lines.append("")
     if gg:
+        def ratio(a: float | None, b: float | None) -> str:
+            return f"{a / b:.2f}x" if a is not None and b else "-"
+
         lines += [
             f"**Golden Gate mention rate**: steered {_fmt(gg.get('best_rate'), '.0%')} "
             f"(strength {gg.get('best_strength')}) vs unsteered {_fmt(gg.get('unsteered_rate'), '.0%')}; "
-            f"{gg.get('fluency', 'perplexity')} {_fmt(gg.get('fluency_ratio'), '.2f')}x unsteered "
-            f"(the best strength whose fluency stays within 2x and whose distinct-2 stays above 0.6x unsteered).",
+            f"perplexity {ratio(gg.get('best_perplexity'), gg.get('unsteered_perplexity'))} unsteered given the "
+            f"prompt, {ratio(gg.get('best_text_perplexity'), gg.get('unsteered_text_perplexity'))} as text alone "
+            f"(the best strength whose {gg.get('fluency', 'perplexity')} stays within 2x unsteered and whose "
+            "distinct-2 stays above 0.6x).",
             "",
         ]
     lines += _steering_section("Golden Gate", gg, gg.get("figures", []), root)
     lines += _steering_section("Sycophancy", sy, sy.get("figures", []), root)
     timing = ", ".join(f"{k} {v.get('seconds', 0):.0f} s" for k, v in stages.items())
     lines += ["## Stages", "", timing, "", "Open the explorer:", "", "```bash",
-              f"saekit explore {demo.db_path}", "```", ""]
+              f"saekit explore {db_path}", "```", ""]
     path = root / "report.md"
     path.write_text("\n".join(lines))
     return path
