@@ -141,7 +141,7 @@ def print_throughput(rows: list[dict], machine_fp32: float, machine_bf16: float)
 # --------------------------------------------------------------------------- 2. SAELens
 
 
-def ours_like_saelens(acts: torch.Tensor, tokens: int, holdout: int, out: Path) -> dict:
+def ours_like_saelens(acts: torch.Tensor, tokens: int, holdout: int, out: Path, lr: float | None = None) -> dict:
     """Our TopK trained the way the SAELens baseline is: in-memory shuffled batches, fit() timed."""
     from sae.checkpoint import load_sae
     from sae.training.trainer import Trainer
@@ -158,7 +158,7 @@ def ours_like_saelens(acts: torch.Tensor, tokens: int, holdout: int, out: Path) 
                 yield train_ND[perm[i : i + BATCH]] * scale
 
     steps = max(1, tokens // BATCH)
-    cfg = TrainConfig(out_dir=str(out), saes=[SAEConfig(d_in=D_IN, d_sae=D_SAE, k=K, hook_name=HOOK)], n_tokens=tokens,
+    cfg = TrainConfig(out_dir=str(out), saes=[SAEConfig(d_in=D_IN, d_sae=D_SAE, k=K, hook_name=HOOK)], n_tokens=tokens, lr=lr,
                       lr_warmup_steps=max(1, steps // 10), progress=False, resume=False, checkpoint_every_tokens=10**12)
     trainer = Trainer(cfg, normalization_scale=scale)
     t = time.perf_counter()
@@ -187,7 +187,8 @@ def baseline(script: str, python: str, acts_file: Path, tokens: int, holdout: in
 # --------------------------------------------------------------------------- 3. quality
 
 
-def quality(cache: Path, tokens: int, eval_tokens: int, ce_batches: int, relu_l1: list[float], out: Path, model) -> list[dict]:
+def quality(cache: Path, tokens: int, eval_tokens: int, ce_batches: int, relu_l1: list[float], out: Path, model,
+            lr: float | None = None) -> list[dict]:
     from sae.evaluate import evaluate
     from sae.training.trainer import train
 
@@ -199,7 +200,7 @@ def quality(cache: Path, tokens: int, eval_tokens: int, ce_batches: int, relu_l1
     ]
     shutil.rmtree(out, ignore_errors=True)
     steps = max(1, tokens // BATCH)
-    cfg = TrainConfig(out_dir=str(out), cache_dir=str(cache), saes=saes, n_tokens=tokens, resume=False,
+    cfg = TrainConfig(out_dir=str(out), cache_dir=str(cache), saes=saes, n_tokens=tokens, resume=False, lr=lr,
                       lr_warmup_steps=max(1, steps // 10), sparsity_warmup_steps=max(1, steps // 20),
                       store=StoreConfig(batch_size=BATCH, held_out_tokens=eval_tokens), checkpoint_every_tokens=10**12)
     t = time.perf_counter()
@@ -226,6 +227,7 @@ def main() -> int:
     ap.add_argument("--eval-tokens", type=int, default=16_384, help="held-out tokens (cache tail) for FVU / dead %")
     ap.add_argument("--ce-batches", type=int, default=4, help="row batches for CE-loss recovered")
     ap.add_argument("--relu-l1", type=float, nargs="+", default=[8.0], help="ReLU L1 coefficient(s); pick the one at L0~32")
+    ap.add_argument("--lr", type=float, default=None, help="our peak lr (default: each architecture's default_lr)")
     ap.add_argument("--steps", type=int, default=5, help="timed steps per throughput case (median)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--saelens-python", default="/work/venv-saelens/bin/python")
@@ -263,7 +265,7 @@ def main() -> int:
         from safetensors.torch import save_file
 
         save_file({"acts": acts.contiguous()}, str(acts_file))
-        ours = ours_like_saelens(acts, n_sl, holdout, args.out / "saekit_topk")
+        ours = ours_like_saelens(acts, n_sl, holdout, args.out / "saekit_topk", lr=args.lr)
         others = {"SAELens": baseline("saelens_baseline.py", args.saelens_python, acts_file, n_sl, holdout)}
         if args.sparsify_python:
             others["sparsify"] = baseline("sparsify_baseline.py", args.sparsify_python, acts_file, n_sl, holdout)
@@ -281,7 +283,7 @@ def main() -> int:
 
     if not args.skip_quality:
         eval_tokens = min(args.eval_tokens, n_cached // 5)
-        rows = quality(cache, args.tokens, eval_tokens, args.ce_batches, args.relu_l1, args.out / "quality", model)
+        rows = quality(cache, args.tokens, eval_tokens, args.ce_batches, args.relu_l1, args.out / "quality", model, lr=args.lr)
         print(f"\n## 3. Quality after {args.tokens:,} tokens ({n_cached - eval_tokens:,} distinct training tokens, "
               f"held-out {eval_tokens:,}), target L0 ~ {K}")
         print(f"| {'SAE':22s} | {'L0':>6s} | {'FVU':>7s} | {'CE recovered':>12s} | {'dead %':>6s} |")

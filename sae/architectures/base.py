@@ -91,6 +91,7 @@ class SparseAutoencoder(nn.Module):
     unit_norm_decoder: ClassVar[bool] = True
     sparsity_loss: ClassVar[str | None] = None
     default_decoder_norm: ClassVar[float] = 1.0
+    default_lr: ClassVar[float] = 4e-4  # Adam lr when TrainConfig.lr is None
 
     def __init__(self, cfg: SAEConfig) -> None:
         super().__init__()

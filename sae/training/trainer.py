@@ -63,6 +63,7 @@ class _Slot:
     tokens_since_fired: Tensor
     dead_after: int
     hist_counts: Tensor
+    lr: float  # peak learning rate: TrainConfig.lr, or the architecture's default
     hist_tokens: int = 0
     last: dict[str, float] = field(default_factory=dict)
 
@@ -117,7 +118,8 @@ class Trainer:
         if thr:
             groups.append({"params": thr, "lr_scale": cfg.threshold_lr_scale})
         fused = self.device.type in ("cpu", "cuda")
-        opt = torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.adam_betas), fused=fused)  # type: ignore[arg-type]
+        lr = cfg.lr if cfg.lr is not None else type(sae).default_lr
+        opt = torch.optim.Adam(groups, lr=lr, betas=tuple(cfg.adam_betas), fused=fused)  # type: ignore[arg-type]
         multi = len(self.cfg.saes) > 1
         return _Slot(
             name=name,
@@ -128,6 +130,7 @@ class Trainer:
             tokens_since_fired=torch.zeros(sae.d_sae, dtype=torch.long, device=self.device),
             dead_after=dead_after_tokens(sae.cfg.dead_after_tokens, cfg.n_tokens),
             hist_counts=torch.zeros(sae.d_sae, dtype=torch.long, device=self.device),
+            lr=lr,
         )
 
     @property
@@ -154,7 +157,7 @@ class Trainer:
 
     def _step_slot(self, slot: _Slot, x: Tensor, var_cache: dict[str, Tensor]) -> dict[str, float]:
         sae, cfg = slot.sae, self.cfg
-        lr = lr_at(self.step_idx, self.total_steps or 1, cfg.lr, cfg.lr_warmup_steps, cfg.lr_decay_fraction)
+        lr = lr_at(self.step_idx, self.total_steps or 1, slot.lr, cfg.lr_warmup_steps, cfg.lr_decay_fraction)
         for g in slot.optimizer.param_groups:
             g["lr"] = lr * g.get("lr_scale", 1.0)
         coefs = sae.coefficients()
@@ -175,7 +178,7 @@ class Trainer:
             raise TrainingDivergedError(
                 f"SAE {slot.name!r}: loss became {float(loss.detach())} at step {self.step_idx} "
                 f"(tokens {self.tokens_seen:,}); the step was not applied and the last checkpoint in "
-                f"{self.out_dir / 'checkpoints'} is intact. Fixes: lower lr (now {cfg.lr:g}), keep grad_clip, "
+                f"{self.out_dir / 'checkpoints'} is intact. Fixes: lower lr (now {slot.lr:g}), keep grad_clip, "
                 "check the activations for inf/NaN or huge outliers (cache max_norm_ratio), or use fp32."
             )
         slot.optimizer.zero_grad(set_to_none=True)

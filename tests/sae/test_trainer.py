@@ -222,3 +222,12 @@ def test_cli_trains_on_a_real_cache_and_folds_normalisation(model, tmp_path: Pat
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train_fvu = [r["train/fvu"] for r in rows if "train/fvu" in r][-1]
     assert fvu < 0.95 and abs(fvu - train_fvu) < 0.1, (fvu, train_fvu)
+
+
+def test_learning_rate_defaults_per_architecture(tmp_path) -> None:
+    saes = [SAEConfig(architecture=a, d_in=16, d_sae=32, k=4, target_l0=4) for a in ("topk", "batchtopk", "relu", "jumprelu")]
+    slots = Trainer(TrainConfig(out_dir=str(tmp_path), saes=saes, progress=False)).slots
+    assert [s.lr for s in slots] == [2e-3, 2e-3, 4e-4, 4e-4]
+    assert all(s.optimizer.param_groups[0]["lr"] == s.lr for s in slots)
+    pinned = Trainer(TrainConfig(out_dir=str(tmp_path), saes=saes, lr=1e-3, progress=False)).slots
+    assert {s.lr for s in pinned} == {1e-3}
