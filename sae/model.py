@@ -124,11 +124,12 @@ def resid_hook(layer: int, where: str = "post") -> str:
 
 
 def is_residual_hook(hook: str) -> bool:
-    """Residual-stream hooks carry the massive-activation outliers (BOS, sinks).
+    """Hooks on the residual stream or writing into it, where special tokens carry outliers.
 
-    A block's own `hook_in` / `hook_out` (TransformerBridge's names for resid_pre / resid_post)
-    count; a submodule's (`blocks.3.attn.hook_out`, `blocks.3.mlp.hook_in`) does not."""
-    return "resid" in hook or re.fullmatch(r"blocks\.\d+\.hook_(in|out)", hook) is not None
+    Residual hooks (`hook_resid_*`, a block's `hook_in` / `hook_out`) hold the massive
+    activations of BOS and other sinks; the attention and MLP outputs that write them
+    (`hook_attn_out`, `hook_mlp_out`, `attn.hook_out`, `mlp.hook_out`) carry them too."""
+    return "resid" in hook or hook.endswith(".hook_out") or hook.endswith(".hook_in") or hook.endswith("_out")
 
 
 def validate_hook(model: TransformerBridge, hook: str) -> str:
