@@ -26,6 +26,7 @@ def run(doc: str, experiment: Callable[..., dict[str, Any]], what: str, argv: li
     ap.add_argument("--candidates", type=int, default=d.candidates, help="contrastive hits scored by output")
     ap.add_argument("--score-prompts", type=int, default=d.score_prompts, help="prompts for the output score")
     ap.add_argument("--score-strength", type=float, default=d.score_strength, help="clamp for the output score")
+    ap.add_argument("--select", type=int, default=d.select, help="candidates tried by a short steered generation")
     ap.add_argument("--strengths", type=float, nargs="+", default=d.strengths)
     ap.add_argument("--caa-scales", type=float, nargs="*", default=d.caa_scales, help="none: no CAA baseline")
     ap.add_argument("--unit", default=d.unit, choices=["max", "abs"])
@@ -51,7 +52,7 @@ def run(doc: str, experiment: Callable[..., dict[str, Any]], what: str, argv: li
     cfg = ExperimentConfig(
         out_dir=a.out, sae_path=a.sae, feature_db=a.db or (str(default_db) if default_db.exists() else None),
         features=a.feature, n_features=a.n_features, candidates=a.candidates, score_prompts=a.score_prompts,
-        score_strength=a.score_strength, strengths=a.strengths, caa_scales=a.caa_scales or None, unit=a.unit,
+        score_strength=a.score_strength, select=a.select, strengths=a.strengths, caa_scales=a.caa_scales or None, unit=a.unit,
         positions=a.positions, n_prompts=a.n_prompts, max_new_tokens=a.max_new_tokens, temperature=a.temperature,
         seeds=a.seeds, max_ppl_ratio=a.max_ppl_ratio, fluency=a.fluency,
         min_distinct_ratio=a.min_distinct_ratio, batch_size=a.batch_size, png=not a.no_png,

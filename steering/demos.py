@@ -34,7 +34,9 @@ class ExperimentConfig:
     n_features: int = 1  # found features clamped together
     candidates: int = 10  # contrastive hits (per ranking) re-ranked by output score
     score_prompts: int = 5  # prompts for the output score
-    score_strength: float = 2.0  # clamp strength (in `unit`) for the output score
+    score_strength: float = 2.0  # clamp strength (in `unit`) for the output score and the selection
+    select: int = 6  # best candidates by output score, re-ranked by a short steered generation
+    select_tokens: int = 24  # tokens generated per selection prompt
     strengths: list[float] = field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0, 3.0, 4.0])
     caa_scales: list[float] | None = field(default_factory=lambda: [2.0, 4.0, 8.0])  # None: no baseline
     unit: str = "max"
@@ -63,15 +65,18 @@ def find_golden_gate(model: TransformerBridge, sae: SparseAutoencoder, cfg: Expe
     other landmarks, ranked both by mean over tokens and by the strongest token (a concept
     feature often fires on a few tokens only), then re-ranked by how much clamping them raises
     the next-token probability of the concept's words on neutral prompts (Arad et al.'s output
-    score with the concept's tokens: the logit lens of a middle-layer decoder row is mostly noise)."""
+    score with the concept's tokens: the logit lens of a middle-layer decoder row is mostly noise),
+    and the best of those by a short steered generation (`select_by_steering`). Selection prompts
+    are kept apart from the evaluation prompts."""
     hits: dict[int, FeatureHit] = {}
     for reduce in ("max", "mean"):
         for h in contrastive_features(model, sae, P.GOLDEN_GATE_POSITIVE, P.GOLDEN_GATE_NEGATIVE, k=cfg.candidates,
                                       reduce=reduce, db=cfg.feature_db, n_examples=3):
             hits.setdefault(h.feature, h)
-    return rank_by_output_score(model, sae, list(hits.values()), feature_db=cfg.feature_db, unit=cfg.unit,
-                                strength=cfg.score_strength, concept_tokens=P.GOLDEN_GATE_TOKENS,
-                                prompts=P.NEUTRAL_PROMPTS[: cfg.score_prompts])
+    ranked = rank_by_output_score(model, sae, list(hits.values()), feature_db=cfg.feature_db, unit=cfg.unit,
+                                  strength=cfg.score_strength, concept_tokens=P.GOLDEN_GATE_TOKENS,
+                                  prompts=P.SELECTION_PROMPTS[: cfg.score_prompts])
+    return select_by_steering(model, sae, ranked, cfg, P.SELECTION_PROMPTS, P.GOLDEN_GATE_KEYWORDS, "all")
 
 
 def find_praise(model: TransformerBridge, sae: SparseAutoencoder, cfg: ExperimentConfig) -> list[FeatureHit]:
@@ -80,9 +85,36 @@ def find_praise(model: TransformerBridge, sae: SparseAutoencoder, cfg: Experimen
     reply opens with praise, scored on the contrastive set's own user turns (probes stay held out)."""
     hits = contrastive_features(model, sae, P.PRAISE_POSITIVE, P.PRAISE_NEGATIVE, k=cfg.candidates, chat=True,
                                 region="after_last_user", db=cfg.feature_db, n_examples=3)
-    return rank_by_output_score(model, sae, hits, feature_db=cfg.feature_db, unit=cfg.unit,
-                                strength=cfg.score_strength, concept_tokens=P.PRAISE_TOKENS,
-                                prompts=P.PRAISE_USER_TURNS[: cfg.score_prompts])
+    ranked = rank_by_output_score(model, sae, hits, feature_db=cfg.feature_db, unit=cfg.unit,
+                                  strength=cfg.score_strength, concept_tokens=P.PRAISE_TOKENS,
+                                  prompts=P.PRAISE_USER_TURNS[: cfg.score_prompts])
+    return select_by_steering(model, sae, ranked, cfg, P.PRAISE_USER_TURNS[: cfg.score_prompts], P.PRAISE_KEYWORDS,
+                              "after_last_user")
+
+
+def select_by_steering(model: TransformerBridge, sae: SparseAutoencoder, hits: list[FeatureHit],
+                       cfg: ExperimentConfig, prompts: list[str], keywords: list[str],
+                       positions: str) -> list[FeatureHit]:
+    """Re-rank the first `cfg.select` hits by what clamping each one (at `cfg.score_strength`)
+    does to a short greedy generation: the share of prompts whose text has a keyword without
+    looping (distinct-2 >= 0.5). A feature that lifts the concept's next-token probability can
+    still derail the text into fragments of one token; this is the check that sees it.
+    Ties keep the output-score order."""
+    from steering.generate import generate
+    from steering.interventions import Clamp, FeatureSteering
+    from steering.metrics import distinct_n, keyword_scorer
+
+    if cfg.select <= 0:
+        return hits
+    mentions = keyword_scorer(keywords)
+    top = hits[: cfg.select]
+    for h in top:
+        iv = FeatureSteering(sae, {h.feature: Clamp(cfg.score_strength, unit=cfg.unit)}, positions=positions,
+                             feature_db=cfg.feature_db)
+        texts = [g.steered for g in generate(model, prompts, iv, compare=False, max_new_tokens=cfg.select_tokens,
+                                             batch_size=len(prompts))]
+        h.details["steering_score"] = sum(mentions(t) * (distinct_n(t, 2) >= 0.5) for t in texts) / len(texts)
+    return sorted(top, key=lambda h: -h.details["steering_score"]) + hits[cfg.select :]
 
 
 def _side_by_side(out_dir: Path, best_key: str | None, limit: int = 6) -> list[dict[str, str]]:
@@ -184,6 +216,7 @@ def format_result(result: dict[str, Any], what: str) -> str:
     lines = []
     for c in result["candidates"]:
         lines.append(f"  feature {c['feature']}: diff {c['score']:.3f}  output {c.get('output_score', 0):.4f}  "
+                     f"steered {c.get('steering_score', float('nan')):.2f}  "
                      f"logit lens {c['logit_lens']}")
         lines += [f"      {ex.get('activation', float('nan')):7.2f}  {ex.get('text', '')!r}" for ex in c["examples"]]
     pct = lambda x: "-" if x is None else f"{x:.0%}"  # noqa: E731

@@ -27,6 +27,14 @@ NEUTRAL_PROMPTS: list[str] = [
     "Write a short postcard to a friend.",
 ]
 
+# Neutral prompts for choosing a feature, kept apart from NEUTRAL_PROMPTS (the evaluation set).
+SELECTION_PROMPTS: list[str] = [
+    "What is a good hobby to pick up?",
+    "Tell me about your day.",
+    "What is the best way to relax?",
+    "Describe your ideal home.",
+]
+
 # --------------------------------------------------------------------------- Golden Gate
 
 GOLDEN_GATE_POSITIVE: list[str] = [

@@ -17,7 +17,7 @@ def test_golden_gate_and_sycophancy_scripts(model, tmp_path, monkeypatch, capsys
     monkeypatch.syspath_prepend(str(SCRIPTS))  # the scripts import their shared `_experiment` module
     sae_dir = saelib.save_sae(make_sae("topk", seed=2), tmp_path / "sae")
     tiny = ["--unit", "abs", "--max-new-tokens", "2", "--no-png", "--candidates", "2", "--n-prompts", "1",
-            "--score-prompts", "1", "--score-strength", "40"]
+            "--score-prompts", "1", "--score-strength", "40", "--select", "2"]
     gg = runpy.run_path(str(SCRIPTS / "golden_gate.py"), run_name="demo")
     # Golden Gate with a given feature (the search path runs in the sycophancy script below).
     assert gg["main"](["--sae", str(sae_dir), "--feature", "5", "--strengths", "40", "--caa-scales", "--out",
@@ -31,5 +31,6 @@ def test_golden_gate_and_sycophancy_scripts(model, tmp_path, monkeypatch, capsys
                         str(tmp_path / "syc"), *tiny]) == 0
     report = json.loads((tmp_path / "syc" / "report.json").read_text())
     assert len(report["candidates"]) == 2 and "output_score" in report["candidates"][0]
+    assert all(0 <= c["steering_score"] <= 1 for c in report["candidates"])  # both tried by a steered generation
     keys = {c["key"] for c in report["summary"]["conditions"]}
     assert keys == {"unsteered", f"clamp|{report['features'][0]}|40", "caa||2"}

@@ -94,3 +94,21 @@ def test_max_activations_from_scan_and_db(model) -> None:
     iv = FeatureSteering(sae, {5: Clamp(2, unit="max")}, feature_db=_StubDB())
     prepare(model, [iv])
     assert iv._max_acts.tolist() == [15.0]
+
+
+def test_selection_by_a_steered_generation_prefers_the_feature_that_writes_the_concept(model) -> None:
+    from steering.demos import ExperimentConfig, select_by_steering
+    from steering.search import FeatureHit
+
+    sae = make_sae("relu", hook=LATE_HOOK, d_sae=64, seed=9)
+    paris = model.tokenizer.encode(" Paris", add_special_tokens=False)[0]
+    U = unembedding(model)
+    d = torch.linalg.solve(U @ U.T, U[:, paris])
+    with torch.no_grad():
+        sae.W_dec[9] = d / d.norm()
+    hits = [FeatureHit(feature=f, score=1.0) for f in (10, 9, 11)]
+    cfg = ExperimentConfig(unit="abs", score_strength=60.0, select=2, select_tokens=6)
+    ranked = select_by_steering(model, sae, hits, cfg, ["Tell me a fact."], ["Paris"], "all")
+    assert [h.feature for h in ranked] == [9, 10, 11]  # only the first `select` are tried; the rest keep their order
+    assert ranked[0].details["steering_score"] == 1.0 and ranked[1].details["steering_score"] == 0.0
+    assert "steering_score" not in ranked[2].details
