@@ -61,7 +61,7 @@ class DemoConfig:
             ce_batches=1,
             analyze_tokens=8_000,
             n_prompts=6,
-            strengths=[4.0, 8.0],
+            strengths=[2.0, 4.0],
             praise_strengths=[2.0],
             candidates=4,
             fast_steering=True,
