@@ -42,14 +42,20 @@ def test_contrastive_features_on_chat_replies(model, relu_sae) -> None:
         steering.contrastive_features(model, relu_sae, ["plain"], ["text"], region="after_last_user")
 
 
-def test_output_features_and_output_score_find_a_planted_feature(model) -> None:
+def _paris_sae(model):
+    """A random SAE whose feature 9 writes " Paris": the direction whose logit-lens logits best
+    match "Paris only" (least squares)."""
     sae = make_sae("relu", hook=LATE_HOOK, d_sae=64, seed=9)
     paris = model.tokenizer.encode(" Paris", add_special_tokens=False)[0]
     U = unembedding(model)
-    # The direction whose logit-lens logits best match "Paris only" (least squares).
     d = torch.linalg.solve(U @ U.T, U[:, paris])
     with torch.no_grad():
         sae.W_dec[9] = d / d.norm()
+    return sae
+
+
+def test_output_features_and_output_score_find_a_planted_feature(model) -> None:
+    sae = _paris_sae(model)
     hits = steering.output_features(model, sae, ["Paris"], k=3)
     assert hits[0].feature == 9
     assert steering.logit_lens(model, sae, 9, k=3)[0][0] == " Paris"
@@ -100,12 +106,7 @@ def test_selection_by_a_steered_generation_prefers_the_feature_that_writes_the_c
     from steering.demos import ExperimentConfig, select_by_steering
     from steering.search import FeatureHit
 
-    sae = make_sae("relu", hook=LATE_HOOK, d_sae=64, seed=9)
-    paris = model.tokenizer.encode(" Paris", add_special_tokens=False)[0]
-    U = unembedding(model)
-    d = torch.linalg.solve(U @ U.T, U[:, paris])
-    with torch.no_grad():
-        sae.W_dec[9] = d / d.norm()
+    sae = _paris_sae(model)
     hits = [FeatureHit(feature=f, score=1.0) for f in (10, 9, 11)]
     cfg = ExperimentConfig(unit="abs", score_strength=60.0, select=2, select_tokens=6)
     ranked = select_by_steering(model, sae, hits, cfg, ["Tell me a fact."], ["Paris"], "all")
