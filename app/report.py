@@ -22,6 +22,10 @@ def _fmt(x: Any, spec: str = ".3f") -> str:
     return str(x)
 
 
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x" if a is not None and b else "-"
+
+
 def save_figure(fig: go.Figure, stem: Path) -> list[Path]:
     """HTML always; PNG when the static-image engine is available (it needs a browser)."""
     stem.parent.mkdir(parents=True, exist_ok=True)
@@ -126,14 +130,11 @@ def write_report(root: Path, stages: dict[str, dict[str, Any]], *, headline: str
         lines.append(f"- figure: [{p.name}]({rel([p])[0]})")
     lines.append("")
     if gg:
-        def ratio(a: float | None, b: float | None) -> str:
-            return f"{a / b:.2f}x" if a is not None and b else "-"
-
         lines += [
             f"**Golden Gate mention rate**: steered {_fmt(gg.get('best_rate'), '.0%')} "
             f"(strength {gg.get('best_strength')}) vs unsteered {_fmt(gg.get('unsteered_rate'), '.0%')}; "
-            f"perplexity {ratio(gg.get('best_perplexity'), gg.get('unsteered_perplexity'))} unsteered given the "
-            f"prompt, {ratio(gg.get('best_text_perplexity'), gg.get('unsteered_text_perplexity'))} as text alone "
+            f"perplexity {_ratio(gg.get('best_perplexity'), gg.get('unsteered_perplexity'))} unsteered given the "
+            f"prompt, {_ratio(gg.get('best_text_perplexity'), gg.get('unsteered_text_perplexity'))} as text alone "
             f"(the best strength whose {gg.get('fluency', 'perplexity')} stays within 2x unsteered and whose "
             "distinct-2 stays above 0.6x).",
             "",

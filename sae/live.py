@@ -17,6 +17,7 @@ import torch
 from sae.config import DataConfig, StoreConfig
 from sae.data import special_ids, token_rows
 from sae.extract import ActivationExtractor
+from sae.shards import StoreError
 
 
 class ModelSource:
@@ -102,8 +103,6 @@ class ModelSource:
     def held_out(self, n: int) -> torch.Tensor:
         acts = self._acts(self._take_rows(0, self.held_rows))
         if acts.shape[0] < n:
-            from sae.store import StoreError
-
             raise StoreError(
                 f"the {self.held_rows} held-out rows give {acts.shape[0]} activations after "
                 f"filtering, fewer than the {n} asked for; raise store.held_out_tokens"

@@ -34,15 +34,11 @@ import torch
 
 from sae.config import DataConfig, StoreConfig
 from sae.model import parse_dtype, pick_device
-from sae.shards import CacheError, acts_key, check_shard, read_manifest
+from sae.shards import CacheError, StoreError, acts_key, check_shard, read_manifest
 
 _CHUNKS_PER_BUFFER = 16
 _NORM_SAMPLE = 65_536  # tokens used to estimate the normalisation scale
 _MAX_OPEN = 64  # memory-mapped shard handles kept open
-
-
-class StoreError(ValueError):
-    """A store asked for something its source cannot give."""
 
 
 def _seed(*parts: int) -> int:

@@ -15,6 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from steering import prompts as P
 from steering.experiments import CAAConfig, SweepConfig, best_condition, run_sweep
+from steering.generate import generate
+from steering.interventions import Clamp, FeatureSteering
+from steering.metrics import distinct_n, keyword_scorer
 from steering.search import FeatureHit, contrastive_features, logit_lens, rank_by_output_score
 
 if TYPE_CHECKING:
@@ -100,10 +103,6 @@ def select_by_steering(model: TransformerBridge, sae: SparseAutoencoder, hits: l
     looping (distinct-2 >= 0.5). A feature that lifts the concept's next-token probability can
     still derail the text into fragments of one token; this is the check that sees it.
     Ties keep the output-score order."""
-    from steering.generate import generate
-    from steering.interventions import Clamp, FeatureSteering
-    from steering.metrics import distinct_n, keyword_scorer
-
     if cfg.select <= 0:
         return hits
     mentions = keyword_scorer(keywords)

@@ -224,6 +224,8 @@ def run_sweep(
     jsonl = out / "generations.jsonl"
     done = {(r["key"], r["prompt_index"], r["seed"]) for r in _read_jsonl(jsonl)}
     flat = [(pi, s) for s in cfg.seeds for pi in range(len(prompts))]
+    # The context for "text perplexity": an assistant turn answering an empty user message.
+    empty = render(model.tokenizer, "", chat=cfg.chat, system_prompt=cfg.system_prompt)
     for ci, cond in enumerate(conds):
         todo = [(pi, s) for pi, s in flat if (cond.key, pi, s) not in done]
         if not todo:
@@ -239,7 +241,6 @@ def run_sweep(
         if cfg.fluency:
             ppl = perplexity(model, [g.prompt_ids for g in gens], [g.steered_ids for g in gens],
                              batch_size=cfg.batch_size)
-            empty = render(model.tokenizer, "", chat=cfg.chat, system_prompt=cfg.system_prompt)
             text_ppl = perplexity(model, [empty] * len(gens), [g.steered_ids for g in gens],
                                   batch_size=cfg.batch_size)
         secs = time.time() - t0
