@@ -15,8 +15,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from steering.hooks import tracker_for
 from steering.interventions import SteeringError
+from steering.positions import generation_header_ids, last_occurrence, tracker_for
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -234,7 +234,6 @@ def prompt_set_activations(
     last turn is the assistant's, or the generation header onward); "last": the last kept token.
     """
     import sae as saelib
-    from steering.hooks import generation_header_ids, last_occurrence
 
     if region not in REGIONS:
         raise SteeringError(f"unknown region {region!r}; use one of {', '.join(REGIONS)}")

@@ -21,8 +21,9 @@ import torch
 from torch import Tensor
 
 from steering.activations import Prompt, model_device, pad_left, render
-from steering.hooks import Steering, generation_header_ids, last_occurrence, tracker_for
+from steering.hooks import Steering
 from steering.interventions import SteeringError, as_interventions
+from steering.positions import generation_header_ids, last_occurrence, tracker_for
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from steering.activations import model_device
-from steering.hooks import tracker_for
 from steering.interventions import SteeringError
+from steering.positions import tracker_for
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge

@@ -31,8 +31,9 @@ from steering.activations import (
     prompt_set_activations,
     render,
 )
-from steering.hooks import Steering, tracker_for
+from steering.hooks import Steering
 from steering.interventions import Clamp, FeatureSteering, SteeringError
+from steering.positions import tracker_for
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge

@@ -11,7 +11,7 @@ import torch
 import steering
 from steering import Clamp, FeatureSteering, SteeringError, VectorSteering
 from steering.activations import render
-from steering.hooks import generation_header_ids, last_occurrence
+from steering.positions import generation_header_ids, last_occurrence
 from tests.steering.conftest import HOOK, make_sae
 
 PROMPTS = ["Tell me about yourself.", "What should I cook tonight? Something quick please."]
