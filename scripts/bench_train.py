@@ -40,6 +40,7 @@ from sae.config import CacheConfig, DataConfig, EvalConfig, SAEConfig, StoreConf
 
 HOOK = "blocks.15.hook_resid_post"
 D_IN, D_SAE, K, BATCH = 576, 4608, 32, 4096
+ARCHS = ("topk", "batchtopk", "jumprelu", "relu")
 
 
 def _timed(fn, repeat: int) -> float:
@@ -188,7 +189,7 @@ def baseline(script: str, python: str, acts_file: Path, tokens: int, holdout: in
 
 
 def quality(cache: Path, tokens: int, eval_tokens: int, ce_batches: int, relu_l1: list[float], out: Path, model,
-            lr: float | None = None) -> list[dict]:
+            lr: float | None = None, archs: tuple[str, ...] = ARCHS) -> list[dict]:
     from sae.evaluate import evaluate
     from sae.training.trainer import train
 
@@ -198,6 +199,7 @@ def quality(cache: Path, tokens: int, eval_tokens: int, ce_batches: int, relu_l1
         SAEConfig(architecture="jumprelu", d_in=D_IN, d_sae=D_SAE, target_l0=K, hook_name=HOOK),
         *[SAEConfig(architecture="relu", d_in=D_IN, d_sae=D_SAE, l1_coefficient=c, hook_name=HOOK) for c in relu_l1],
     ]
+    saes = [s for s in saes if s.architecture in archs]
     shutil.rmtree(out, ignore_errors=True)
     steps = max(1, tokens // BATCH)
     cfg = TrainConfig(out_dir=str(out), cache_dir=str(cache), saes=saes, n_tokens=tokens, resume=False, lr=lr,
@@ -224,9 +226,11 @@ def main() -> int:
     ap.add_argument("--cache-tokens", type=int, default=2_000_000, help="tokens to cache when building it (capped by the corpus)")
     ap.add_argument("--tokens", type=int, default=2_000_000, help="training tokens for the quality and SAELens runs")
     ap.add_argument("--saelens-tokens", type=int, default=None, help="training tokens for the SAELens comparison (default --tokens)")
-    ap.add_argument("--eval-tokens", type=int, default=16_384, help="held-out tokens (cache tail) for FVU / dead %")
+    ap.add_argument("--eval-tokens", type=int, default=16_384, help="held-out tokens (cache tail) for FVU / dead %%")
     ap.add_argument("--ce-batches", type=int, default=4, help="row batches for CE-loss recovered")
     ap.add_argument("--relu-l1", type=float, nargs="+", default=[8.0], help="ReLU L1 coefficient(s); pick the one at L0~32")
+    ap.add_argument("--archs", nargs="+", choices=ARCHS, default=list(ARCHS),
+                    help="architectures in the quality run (e.g. --archs relu to search --relu-l1 alone)")
     ap.add_argument("--lr", type=float, default=None, help="our peak lr (default: each architecture's default_lr)")
     ap.add_argument("--steps", type=int, default=5, help="timed steps per throughput case (median)")
     ap.add_argument("--threads", type=int, default=None)
@@ -283,7 +287,8 @@ def main() -> int:
 
     if not args.skip_quality:
         eval_tokens = min(args.eval_tokens, n_cached // 5)
-        rows = quality(cache, args.tokens, eval_tokens, args.ce_batches, args.relu_l1, args.out / "quality", model, lr=args.lr)
+        rows = quality(cache, args.tokens, eval_tokens, args.ce_batches, args.relu_l1, args.out / "quality", model, lr=args.lr,
+                       archs=tuple(args.archs))
         print(f"\n## 3. Quality after {args.tokens:,} tokens ({n_cached - eval_tokens:,} distinct training tokens, "
               f"held-out {eval_tokens:,}), target L0 ~ {K}")
         print(f"| {'SAE':22s} | {'L0':>6s} | {'FVU':>7s} | {'CE recovered':>12s} | {'dead %':>6s} |")

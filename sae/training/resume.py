@@ -25,7 +25,7 @@ import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ from sae.config import ConfigError, to_dict
 from sae.training import ddp
 
 if TYPE_CHECKING:
-    from sae.training.trainer import Trainer
+    from sae.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,20 @@ _RESUMABLE_KEYS = {
 
 class ResumeError(RuntimeError):
     """A trainer checkpoint that cannot be read or does not fit this run."""
+
+
+class Resumable(Protocol):
+    """The trainer as resume sees it (a Protocol, so that this module stays below trainer.py)."""
+
+    cfg: TrainConfig
+    dist: ddp.DistInfo
+    device: torch.device
+    out_dir: Path
+    slots: list[Any]  # each with .name, .sae, .optimizer, .tokens_since_fired
+    step_idx: int
+    tokens_seen: int
+    batch_size: int | None
+    total_steps: int
 
 
 def split_state(obj: Any, prefix: str, tensors: dict[str, Tensor]) -> Any:
@@ -174,7 +188,7 @@ def read_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 # --------------------------------------------------------------------------- the trainer's state
 
 
-def save_trainer_state(trainer: Trainer, root: Path, streams: Mapping[str, Any], n_tokens: int) -> None:
+def save_trainer_state(trainer: Resumable, root: Path, streams: Mapping[str, Any], n_tokens: int) -> None:
     """Checkpoint every SAE, its optimizer and counters, the streams' positions and RNG (main rank writes)."""
     if trainer.dist.is_main:
         state: dict[str, Any] = {"rng": rng_state(), "slots": {}, "stores": {}}
@@ -197,7 +211,7 @@ def save_trainer_state(trainer: Trainer, root: Path, streams: Mapping[str, Any],
     ddp.barrier(trainer.dist)
 
 
-def restore_trainer_state(trainer: Trainer, root: Path, streams: Mapping[str, Any]) -> bool:
+def restore_trainer_state(trainer: Resumable, root: Path, streams: Mapping[str, Any]) -> bool:
     """Continue from `root`'s latest checkpoint if there is one (and resume is on); True if resumed."""
     if not root.exists():
         return False
@@ -232,7 +246,7 @@ def restore_trainer_state(trainer: Trainer, root: Path, streams: Mapping[str, An
     return True
 
 
-def _check_resumable(trainer: Trainer, meta: dict[str, Any]) -> None:
+def _check_resumable(trainer: Resumable, meta: dict[str, Any]) -> None:
     saved = meta.get("config", {})
     now = to_dict(trainer.cfg)
     diff = sorted(k for k in set(saved) | set(now) if k not in _RESUMABLE_KEYS and saved.get(k) != now.get(k))
