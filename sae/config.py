@@ -129,7 +129,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     n_tokens: int = 2_000_000
-    lr: float | None = None  # None: each architecture's own (`default_lr`: TopK/BatchTopK 2e-3, others 4e-4)
+    lr: float | None = None  # None: each architecture's own (`default_lr`: TopK/BatchTopK 2e-3, ReLU 4e-3, JumpReLU 4e-4)
     lr_warmup_steps: int = 50  # ~10% of the default 2M-token run (488 steps of 4096)
     lr_decay_fraction: float = 0.2  # linear decay over the last fraction of training
     sparsity_warmup_steps: int = 25  # ~5% of it (Anthropic's recipe); scale both for longer runs

@@ -228,7 +228,7 @@ def main() -> int:
     ap.add_argument("--saelens-tokens", type=int, default=None, help="training tokens for the SAELens comparison (default --tokens)")
     ap.add_argument("--eval-tokens", type=int, default=16_384, help="held-out tokens (cache tail) for FVU / dead %%")
     ap.add_argument("--ce-batches", type=int, default=4, help="row batches for CE-loss recovered")
-    ap.add_argument("--relu-l1", type=float, nargs="+", default=[8.0], help="ReLU L1 coefficient(s); pick the one at L0~32")
+    ap.add_argument("--relu-l1", type=float, nargs="+", default=[2.5], help="ReLU L1 coefficient(s); pick the one at L0~32")
     ap.add_argument("--archs", nargs="+", choices=ARCHS, default=list(ARCHS),
                     help="architectures in the quality run (e.g. --archs relu to search --relu-l1 alone)")
     ap.add_argument("--lr", type=float, default=None, help="our peak lr (default: each architecture's default_lr)")

@@ -227,7 +227,7 @@ def test_cli_trains_on_a_real_cache_and_folds_normalisation(model, tmp_path: Pat
 def test_learning_rate_defaults_per_architecture(tmp_path) -> None:
     saes = [SAEConfig(architecture=a, d_in=16, d_sae=32, k=4, target_l0=4) for a in ("topk", "batchtopk", "relu", "jumprelu")]
     slots = Trainer(TrainConfig(out_dir=str(tmp_path), saes=saes, progress=False)).slots
-    assert [s.lr for s in slots] == [2e-3, 2e-3, 4e-4, 4e-4]
+    assert [s.lr for s in slots] == [2e-3, 2e-3, 4e-3, 4e-4]
     assert all(s.optimizer.param_groups[0]["lr"] == s.lr for s in slots)
     pinned = Trainer(TrainConfig(out_dir=str(tmp_path), saes=saes, lr=1e-3, progress=False)).slots
     assert {s.lr for s in pinned} == {1e-3}
