@@ -129,7 +129,7 @@ def is_residual_hook(hook: str) -> bool:
     Residual hooks (`hook_resid_*`, a block's `hook_in` / `hook_out`) hold the massive
     activations of BOS and other sinks; the attention and MLP outputs that write them
     (`hook_attn_out`, `hook_mlp_out`, `attn.hook_out`, `mlp.hook_out`) carry them too."""
-    return "resid" in hook or hook.endswith(".hook_out") or hook.endswith(".hook_in") or hook.endswith("_out")
+    return "resid" in hook or hook.endswith(("_out", ".hook_in"))
 
 
 def validate_hook(model: TransformerBridge, hook: str) -> str:
