@@ -244,7 +244,7 @@ class Demo:
 
     def run(self) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / "demo_config.json").write_text(json.dumps(dataclasses.asdict(self.cfg), indent=2))
+        sae.atomic_write_json(self.root / "demo_config.json", dataclasses.asdict(self.cfg))
         stages = self.stages()
         for i, stage in enumerate(stages, 1):
             marker = self.marker(stage.name)
@@ -257,9 +257,7 @@ class Demo:
             summary = stage.run()
             seconds = time.perf_counter() - start
             marker.parent.mkdir(parents=True, exist_ok=True)
-            tmp = marker.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"seconds": round(seconds, 1), **summary}, indent=2, default=str))
-            tmp.replace(marker)
+            sae.atomic_write_json(marker, {"seconds": round(seconds, 1), **summary}, default=str)
             self.log(f"{head}: done in {seconds:.0f} s")
         return self.root / "report.md"
 

@@ -13,6 +13,8 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from sae import atomic_write_text, atomic_write_with
+
 
 def _fmt(x: Any, spec: str = ".3f") -> str:
     if x is None:
@@ -30,9 +32,9 @@ def save_figure(fig: go.Figure, stem: Path) -> list[Path]:
     """HTML always; PNG when the static-image engine is available (it needs a browser)."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".html")]
-    fig.write_html(paths[0], include_plotlyjs="cdn")
+    atomic_write_with(paths[0], lambda tmp: fig.write_html(tmp, include_plotlyjs="cdn"))
     try:
-        fig.write_image(stem.with_suffix(".png"), width=900, height=500)
+        atomic_write_with(stem.with_suffix(".png"), lambda tmp: fig.write_image(tmp, width=900, height=500))
         paths.append(stem.with_suffix(".png"))
     except Exception:  # kaleido needs Chrome; the HTML carries the same figure
         pass
@@ -145,5 +147,5 @@ def write_report(root: Path, stages: dict[str, dict[str, Any]], *, headline: str
     lines += ["## Stages", "", timing, "", "Open the explorer:", "", "```bash",
               f"saekit explore {db_path}", "```", ""]
     path = root / "report.md"
-    path.write_text("\n".join(lines))
+    atomic_write_text(path, "\n".join(lines))
     return path

@@ -68,6 +68,13 @@ _EXPORTS: dict[str, str] = {
     "FeatureDBError": "sae.features.db",
     "text_activations": "sae.features.activations",
     "TextActivations": "sae.features.activations",
+    # writing files (temp, fsync, rename, fsync the folder)
+    "atomic_write_bytes": "sae.atomic_io",
+    "atomic_write_text": "sae.atomic_io",
+    "atomic_write_json": "sae.atomic_io",
+    "atomic_write_with": "sae.atomic_io",
+    "append_text": "sae.atomic_io",
+    "DiskFullError": "sae.atomic_io",
 }
 
 __all__ = sorted(_EXPORTS)

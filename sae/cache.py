@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from sae.atomic_io import atomic_write_json, remove_stale_temps
 from sae.config import CacheConfig, to_dict
 from sae.extract import ActivationExtractor
 from sae.model import load_model, parse_dtype
@@ -39,7 +40,6 @@ from sae.shards import (
     keep_key,
     read_manifest,
     verify_cache,
-    write_json,
     write_shard,
 )
 
@@ -207,6 +207,7 @@ def build_cache(cfg: CacheConfig, model: Any = None, progress: bool = True) -> P
     try:
         out = Path(cfg.out_dir)
         out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(out)  # half-written shards of a killed run; a re-run rewrites them
         if _already_complete(cfg, out):
             log.info("%s already holds this cache; nothing to do", out)
             return out
@@ -260,7 +261,7 @@ def build_cache(cfg: CacheConfig, model: Any = None, progress: bool = True) -> P
             exhausted_at = _compute_shards(
                 cfg, model, extractor, out, todo, rows_per_shard, n_rows, store_dtype, fingerprint,
                 rank, world, d_in, progress,
-                on_shard=(lambda: write_json(out / MANIFEST, manifest(_entries(out, n_shards), False)))
+                on_shard=(lambda: atomic_write_json(out / MANIFEST, manifest(_entries(out, n_shards), False)))
                 if world == 1 else None,
             )
         _barrier(world)
@@ -279,7 +280,7 @@ def build_cache(cfg: CacheConfig, model: Any = None, progress: bool = True) -> P
                     "the corpus ran out after %d tokens (asked for %d); the cache holds what exists",
                     sum(e["rows"] for e in entries.values()) * T, cfg.n_tokens,
                 )
-            write_json(out / MANIFEST, manifest(entries, True, exhausted_at is not None))
+            atomic_write_json(out / MANIFEST, manifest(entries, True, exhausted_at is not None))
         _barrier(world)
         return out
     finally:

@@ -32,17 +32,17 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor
 
 from sae.architectures.base import SparseAutoencoder, architectures, build_sae
+from sae.atomic_io import atomic_write_bytes, atomic_write_json
 from sae.config import ConfigError, SAEConfig, from_dict, to_dict
 
 log = logging.getLogger(__name__)
@@ -116,15 +116,9 @@ def save_sae(
             **(extra or {}),
         },
     }
-    _atomic_write(out / WEIGHTS_FILE, lambda p: save_file(tensors, str(p)))
-    _atomic_write(out / CFG_FILE, lambda p: p.write_text(json.dumps(doc, indent=2) + "\n"))
+    atomic_write_bytes(out / WEIGHTS_FILE, save(tensors))
+    atomic_write_json(out / CFG_FILE, doc)
     return out
-
-
-def _atomic_write(target: Path, write) -> None:
-    tmp = target.with_name(target.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, target)
 
 
 # --------------------------------------------------------------------------- load

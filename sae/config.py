@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from sae.atomic_io import atomic_write_json
+
 T = TypeVar("T")
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -327,9 +329,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
 
 
 def save_config(cfg: Any, path: str | Path) -> None:
-    """Write a config as pretty JSON, atomically (temp file + rename)."""
+    """Write a config as pretty JSON, atomically (see `sae.atomic_io`)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
-    tmp.replace(p)
+    atomic_write_json(p, to_dict(cfg))

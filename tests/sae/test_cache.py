@@ -11,7 +11,9 @@ import torch
 from safetensors.torch import load_file
 
 import sae
+import sae.atomic_io as atomic_io
 import sae.shards as shards
+from sae.atomic_io import DiskFullError
 from sae.cache import CacheError, build_cache, read_manifest, verify_cache
 from sae.config import CacheConfig, DataConfig
 from sae.data import token_rows
@@ -225,7 +227,7 @@ def test_corrupt_and_truncated_shards_are_named(tmp_path: Path, ref_cache: Path)
 
 def test_disk_full_mid_shard(tmp_path, model, corpus, ref_cache, monkeypatch) -> None:
     out = tmp_path / "acts"
-    real = shards._write_bytes
+    real = atomic_io._write_bytes
 
     def full_disk(fh, data):
         if "shard-00002.safetensors" in fh.name:
@@ -233,14 +235,14 @@ def test_disk_full_mid_shard(tmp_path, model, corpus, ref_cache, monkeypatch) ->
             raise OSError(errno.ENOSPC, "No space left on device")
         real(fh, data)
 
-    monkeypatch.setattr(shards, "_write_bytes", full_disk)
-    with pytest.raises(CacheError, match="disk full.*partial file was removed"):
+    monkeypatch.setattr(atomic_io, "_write_bytes", full_disk)
+    with pytest.raises(DiskFullError, match="disk full.*shard-00002.*partial file was removed"):
         build_cache(config(out, corpus), model=model, progress=False)
     assert not list(out.glob(".*tmp*")) and not (out / "shard-00002.safetensors").exists()
     m = read_manifest(out)  # intact, and describes exactly the complete shards
     assert [e["file"] for e in m["shards"]] == ["shard-00000.safetensors", "shard-00001.safetensors"]
     verify_cache(out)
-    monkeypatch.setattr(shards, "_write_bytes", real)
+    monkeypatch.setattr(atomic_io, "_write_bytes", real)
     build_cache(config(out, corpus), model=model, progress=False)
     assert_same_cache(out, ref_cache)
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from sae.atomic_io import atomic_write_json
 from sae.config import CacheConfig, DataConfig, StoreConfig
-from sae.shards import FORMAT, MANIFEST, write_json, write_shard
+from sae.shards import FORMAT, MANIFEST, write_shard
 from sae.store import ActivationStore, StoreError
 
 D = 16
@@ -37,7 +38,7 @@ def synthetic_cache(
         info = {"rows": 1, "row_start": i, "n_kept": dict.fromkeys(hooks, n), "rank": 0}
         entries.append(write_shard(d, i, tensors, info))
         start += n
-    write_json(
+    atomic_write_json(
         d / MANIFEST,
         {
             "format": FORMAT, "version": 1, "complete": True, "hooks": list(hooks),
