@@ -8,7 +8,8 @@ Layout of a cache directory::
     shard-00000.json            its sidecar: sha256, size and counts, written right after the shard
     ...
 
-A shard (safetensors; the header's ``__metadata__`` repeats the sidecar) holds:
+A shard (safetensors; the header's ``__metadata__`` has one key, ``saekit``: the JSON, keys sorted,
+of ``format``, ``version`` and ``info``, which repeats the sidecar) holds:
 
 ==================  ======================  ===============================================
 key                 dtype, shape            meaning
@@ -89,7 +90,9 @@ def write_shard(
     from safetensors.torch import save
 
     path = out_dir / shard_name(index)
-    meta = {"format": FORMAT, "version": str(VERSION), "info": json.dumps(info)}
+    # One metadata key: safetensors keeps metadata in a Rust HashMap whose order changes from
+    # process to process, and a shard's sha256 must not depend on which process wrote it.
+    meta = {"saekit": json.dumps({"format": FORMAT, "version": VERSION, "info": info}, sort_keys=True)}
     payload = save({k: v.contiguous() for k, v in tensors.items()}, metadata=meta)
     entry = {
         "file": path.name,
