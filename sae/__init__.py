@@ -34,6 +34,9 @@ _EXPORTS: dict[str, str] = {
     "pick_device": "sae.model",
     "parse_dtype": "sae.model",
     "special_token_ids": "sae.model",
+    "KVCache": "sae.kv_cache",
+    "KVCacheError": "sae.kv_cache",
+    "cache_kwargs": "sae.kv_cache",
     "HookError": "sae.model",
     # text
     "iter_documents": "sae.data",

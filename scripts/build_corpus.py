@@ -39,6 +39,8 @@ from corpus_finalize import (  # noqa: E402
     read_part,
 )
 
+import sae  # noqa: E402
+
 log = logging.getLogger("build_corpus")
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "sae" / "corpus" / "builtin.jsonl.zst"
 
@@ -293,8 +295,7 @@ def sample_batch(
             input_ids=enc["input_ids"],
             attention_mask=mask_BT,
             position_ids=(mask_BT.cumsum(-1) - 1).clamp(min=0),
-            past_key_values=cache,
-            use_cache=True,
+            **sae.cache_kwargs(model, cache),
             logits_to_keep=1,
         ).logits[:, -1]
         for step in range(max_new_tokens):
@@ -330,8 +331,7 @@ def sample_batch(
                 input_ids=next_B[:, None],
                 attention_mask=mask_BT,
                 position_ids=pos_B1,
-                past_key_values=cache,
-                use_cache=True,
+                **sae.cache_kwargs(model, cache),
             ).logits[:, -1]
     return results
 

@@ -1,8 +1,8 @@
 """Steered generation: chat template, sampling, seeds, batching, steered beside unsteered.
 
 Our own decode loop over the wrapped HF model (the bridge's hooks wrap its modules, so they
-fire on every call) with the KV cache: we need to know, at every step, which absolute
-positions each row's hook call covers (left padding differs per row), and to seed every
+fire on every call) with the KV cache (`sae.KVCache`: owned by us, checked every step): we
+need to know, at every step, which absolute positions each row's hook call covers (left padding differs per row), and to seed every
 row on its own so that a prompt gives the same text alone or in any batch. Each row's
 seed is derived from (seed, the prompt's token ids); sampling uses one uniform draw per
 step (inverse CDF), so steered and unsteered runs of a row share their random numbers and
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from sae import KVCache
 from steering.activations import Prompt, model_device, pad_left, render
 from steering.hooks import Steering
 from steering.interventions import SteeringError, as_interventions
@@ -160,21 +161,18 @@ def sample_rows(
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     stops = torch.tensor(sorted(stop_ids(model)), device=device)
     hf = model.original_model
+    kv = KVCache(hf) if cfg.use_cache else None
     out_BT = torch.empty(B, 0, dtype=torch.long, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
     attn = attn_BP
     cur_ids, cur_pos = ids_BP, (attn_BP.cumsum(-1) - 1).clamp(min=0)
-    past = None
     for _ in range(cfg.max_new_tokens):
         tracker.begin_forward(attn.shape[1] - cur_ids.shape[1])
-        out = hf(
-            input_ids=cur_ids,
-            attention_mask=attn,
-            position_ids=cur_pos,
-            past_key_values=past,
-            use_cache=cfg.use_cache,
-            logits_to_keep=1,
-        )
+        step = dict(attention_mask=attn, position_ids=cur_pos, logits_to_keep=1)
+        if kv is not None:
+            out = kv.forward(cur_ids, **step)
+        else:
+            out = hf(input_ids=cur_ids, use_cache=False, **step)
         nxt = _pick(out.logits[:, -1, :].float(), gens, cfg)
         nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
         out_BT = torch.cat([out_BT, nxt[:, None]], dim=1)
@@ -183,8 +181,7 @@ def sample_rows(
             if bool(done.all()):
                 break
         attn = torch.cat([attn, torch.ones(B, 1, dtype=attn.dtype, device=device)], dim=1)
-        if cfg.use_cache:
-            past = out.past_key_values
+        if kv is not None:
             cur_ids, cur_pos = nxt[:, None], cur_pos[:, -1:] + 1
         else:
             cur_ids = torch.cat([ids_BP, out_BT], dim=1)

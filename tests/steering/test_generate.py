@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+import sae as saelib
 import steering
 from steering import Clamp, FeatureSteering, SteeringError, VectorSteering
 from steering.activations import render
@@ -27,13 +28,37 @@ def _iv(sae, positions="all", value=60.0):
     return FeatureSteering(sae, {5: Clamp(value)}, positions=positions)
 
 
-def test_kv_cache_on_and_off_give_the_same_tokens(model, strong_sae) -> None:
-    iv = _iv(strong_sae, "generated")
+@pytest.mark.parametrize("positions", ["all", "prompt", "generated", "after_last_user"])
+def test_kv_cache_on_and_off_give_the_same_tokens(model, strong_sae, positions) -> None:
+    iv = _iv(strong_sae, positions)
     on = steering.generate(model, PROMPTS, iv, max_new_tokens=N_NEW, use_cache=True)
-    off = steering.generate(model, PROMPTS, iv, max_new_tokens=N_NEW, use_cache=False, compare=False)
+    off = steering.generate(model, PROMPTS, iv, max_new_tokens=N_NEW, use_cache=False)
     assert [g.steered_ids for g in on] == [g.steered_ids for g in off]
-    # The steering acts on generated tokens (not only the prompt): the text changes.
+    assert [g.unsteered_ids for g in on] == [g.unsteered_ids for g in off]
+    # The steering acts on the text (for "generated": on decode steps, not only the prompt).
     assert any(g.steered_ids != g.unsteered_ids for g in on)
+
+
+def test_unsteered_greedy_text_continues_the_prompt(model) -> None:
+    """The KV-cached loop continues the sentence (transformers 5.24 once gave "The-----")."""
+    [g] = steering.generate(model, "What is the capital of France?", None, compare=False, max_new_tokens=12)
+    words = g.steered.split()
+    assert "Paris" in g.steered, g.steered
+    assert len(words) >= 4 and len(set(words)) >= 4, g.steered
+
+
+def test_kv_cache_fails_loudly_when_the_model_does_not_fill_it(model) -> None:
+    """A transformers that ignores the cache it is given raises, naming the versions and the fix."""
+
+    class Ignores(torch.nn.Module):
+        config = model.original_model.config
+
+        def forward(self, input_ids, past_key_values=None, use_cache=None, **kwargs):
+            return model.original_model(input_ids=input_ids, use_cache=False, **kwargs)
+
+    kv = saelib.KVCache(Ignores())
+    with pytest.raises(saelib.KVCacheError, match=r"holds 0 positions.*transformers \S+.*scripts/install.sh"):
+        kv.forward(torch.tensor([[1, 2, 3]]))
 
 
 def test_batched_and_single_prompt_agree_under_a_seed(model, strong_sae) -> None:
@@ -121,9 +146,9 @@ def test_auto_tracking_outside_generate(model) -> None:
     with torch.no_grad(), steering.steer(model, [VectorSteering(vec, HOOK, positions="generated")]):
         h = hp.add_hook(lambda x, hook: seen.append(x[..., 0].clone()))
         try:
-            out = model.original_model(input_ids=ids, use_cache=True)
-            nxt = out.logits[:, -1:].argmax(-1)
-            model.original_model(input_ids=nxt, past_key_values=out.past_key_values, use_cache=True)
+            kv = saelib.KVCache(model.original_model)
+            nxt = kv.forward(ids).logits[:, -1:].argmax(-1)
+            kv.forward(nxt)
         finally:
             h.hook.remove()
             hp.fwd_hooks[:] = [x for x in hp.fwd_hooks if x is not h]
