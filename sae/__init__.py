@@ -34,6 +34,8 @@ _EXPORTS: dict[str, str] = {
     "pick_device": "sae.model",
     "parse_dtype": "sae.model",
     "special_token_ids": "sae.model",
+    "installed_versions": "sae.environment",
+    "versions_line": "sae.environment",
     "KVCache": "sae.kv_cache",
     "KVCacheError": "sae.kv_cache",
     "cache_kwargs": "sae.kv_cache",

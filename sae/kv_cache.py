@@ -21,23 +21,13 @@ from typing import Any
 
 from torch import Tensor
 
+from sae.environment import versions_line
+
 _CACHE_KWARGS = ("cache", "past_key_values")  # newest first
 
 
 class KVCacheError(RuntimeError):
     """The installed transformers does not fill the KV cache it is given (its API changed)."""
-
-
-def _installed_versions() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = []
-    for name in ("torch", "transformers", "transformer-lens"):
-        try:
-            found.append(f"{name} {version(name)}")
-        except PackageNotFoundError:
-            found.append(f"{name} (not installed)")
-    return ", ".join(found)
 
 
 def cache_kwarg(hf_model: Any) -> str:
@@ -47,7 +37,7 @@ def cache_kwarg(hf_model: Any) -> str:
         if name in params:
             return name
     raise KVCacheError(
-        f"{type(hf_model).__name__}.forward takes none of {_CACHE_KWARGS} ({_installed_versions()}): "
+        f"{type(hf_model).__name__}.forward takes none of {_CACHE_KWARGS} ({versions_line()}): "
         "this transformers passes the KV cache some other way. Generate with use_cache=False for now, "
         "and install the tested versions with scripts/install.sh (it installs from the lock)"
     )
@@ -96,7 +86,7 @@ class KVCache:
         if held != self.length:
             raise KVCacheError(
                 f"the KV cache passed to {type(self.model).__name__} holds {held} positions after a "
-                f"forward, expected {self.length} ({_installed_versions()}): this transformers no longer "
+                f"forward, expected {self.length} ({versions_line()}): this transformers no longer "
                 "fills the cache it is given. Generate with use_cache=False for now, and install the "
                 "tested versions with scripts/install.sh (it installs from the lock)"
             )

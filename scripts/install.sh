@@ -1,25 +1,34 @@
 #!/usr/bin/env bash
-# Install saekit into ./.venv with the embedded model, offline-ready.
-#   scripts/install.sh         runtime only
-#   scripts/install.sh --dev   + test tools and the headless browser for the explorer's e2e test
-# torch is pinned first: an unpinned torch pulls several GB of CUDA wheels; on a GPU machine,
-# install your CUDA build of torch into .venv before running this and the pin is skipped.
+# Install saekit into ./.venv from the committed lock, with the embedded model, offline-ready.
+#   scripts/install.sh         runtime (requirements.lock)
+#   scripts/install.sh --dev   + test tools (requirements-dev.lock) and Debian's chromium for the
+#                              explorer's browser test
+# Every package but torch comes from the lock, exact versions with sha256 hashes, installed
+# without resolving (--no-deps): a new machine gets what the suite was run on, not whatever
+# was released since. scripts/lock.sh refreshes the lock; scripts/check_latest.sh tries the
+# newest releases. torch is pinned by version instead (an unpinned torch pulls several GB of
+# CUDA wheels): on a GPU machine, install a CUDA build of this version into .venv first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+TORCH_VERSION=2.13.0
 DEV=0
 [[ "${1:-}" == "--dev" ]] && DEV=1
+LOCK=requirements.lock
+[[ $DEV == 1 ]] && LOCK=requirements-dev.lock
 PY=${PYTHON:-python3}
 [[ -x .venv/bin/python ]] || "$PY" -m venv .venv
 . .venv/bin/activate
-pip install -q --upgrade pip
-python -c "import torch" 2>/dev/null || pip install -q "torch==2.13.0"
-if [[ $DEV == 1 ]]; then
-    pip install -q -e ".[dev]"
-    if ! command -v chromium >/dev/null 2>&1 && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-            || echo "warning: could not install chromium; the browser test will be skipped" >&2
-    fi
-else
-    pip install -q -e .
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+have_torch=$(python -c "import torch; print(torch.__version__.split('+')[0])" 2>/dev/null || true)
+if [[ "$have_torch" != "$TORCH_VERSION" ]]; then
+    [[ -n "$have_torch" ]] && echo "replacing torch $have_torch with $TORCH_VERSION (the tested version)" >&2
+    pip install -q "torch==$TORCH_VERSION"
+fi
+pip install -q --require-hashes --no-deps -r "$LOCK"
+pip install -q --no-deps --no-build-isolation -e .
+pip check || { echo "error: the installed packages are inconsistent (above); re-run scripts/install.sh" >&2; exit 1; }
+if [[ $DEV == 1 ]] && ! command -v chromium >/dev/null 2>&1 && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+        || echo "warning: could not install chromium; the browser test will be skipped" >&2
 fi
 saekit setup
