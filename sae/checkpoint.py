@@ -188,10 +188,23 @@ def _read_json(p: Path) -> dict[str, Any]:
     try:
         doc = json.loads(p.read_text())
     except json.JSONDecodeError as e:
-        raise CheckpointError(f"{p} is not valid JSON ({e}); the file is damaged or not an SAE config") from e
+        raise _damaged(p, f"not valid JSON ({e})") from e
     if not isinstance(doc, dict):
-        raise CheckpointError(f"{p} must hold a JSON object, got {type(doc).__name__}")
+        raise _damaged(p, f"must hold a JSON object, got {type(doc).__name__}")
     return doc
+
+
+def _damaged(cfg_path: Path, problem: str) -> CheckpointError:
+    """A cfg.json that cannot be right, and how to get a good one back (a saekit run rewrites it
+    from its trainer state; the weights file is never touched by loading)."""
+    for run in (cfg_path.parent, cfg_path.parent.parent):
+        if (run / "train_config.json").is_file() and (run / "checkpoints").is_dir():
+            fix = (f"rewrite it with `saekit train --config {run / 'train_config.json'} --out {run}` "
+                   f"(it resumes from {run / 'checkpoints'} and saves the SAE again)")
+            break
+    else:
+        fix = "restore it from where the SAE came from (download or copy it again)"
+    return CheckpointError(f"{cfg_path}: {problem}; the file is damaged or not an SAE config: {fix}")
 
 
 def _parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
@@ -215,12 +228,13 @@ def _parse_cfg(raw: dict[str, Any], folder: Path, normalization_scale: float | N
     if saelens_arch not in _FROM_SAELENS:
         raise CheckpointError(
             f"{where}: architecture {saelens_arch!r} is not supported; supported: {sorted(_FROM_SAELENS)} "
-            f"(our architectures: {architectures()})"
+            f"(our architectures: {architectures()}). saekit cannot load this SAE: use it with SAELens, "
+            "or train a supported one here (`saekit train --arch topk`)"
         )
     arch = _FROM_SAELENS[saelens_arch]
     for key in ("d_in", "d_sae"):
         if not isinstance(raw.get(key), int) or isinstance(raw.get(key), bool) or raw[key] <= 0:
-            raise CheckpointError(f"{where}: {key!r} must be a positive integer, got {raw.get(key)!r}")
+            raise _damaged(where, f"{key!r} must be a positive integer, got {raw.get(key)!r}")
     if raw.get("rescale_acts_by_decoder_norm"):
         raise CheckpointError(f"{where}: rescale_acts_by_decoder_norm=true TopK SAEs are not supported")
     if raw.get("finetuning_scaling_factor"):
@@ -233,7 +247,7 @@ def _parse_cfg(raw: dict[str, Any], folder: Path, normalization_scale: float | N
         try:
             cfg = from_dict(SAEConfig, dict(ours["sae"]))
         except ConfigError as e:
-            raise CheckpointError(f"{where}: the saekit block is malformed: {e}") from e
+            raise _damaged(where, f"the saekit block is malformed ({e})") from e
         cfg.architecture = arch  # e.g. BatchTopK is stored (and behaves) as JumpReLU
     else:
         meta = raw.get("metadata") or raw.get("meta") or {}
@@ -253,11 +267,11 @@ def _parse_cfg(raw: dict[str, Any], folder: Path, normalization_scale: float | N
         if arch in ("topk", "batchtopk"):
             k = raw.get("k", (raw.get("activation_fn_kwargs") or {}).get("k"))
             if not isinstance(k, (int, float)) or int(k) <= 0:
-                raise CheckpointError(f"{where}: a {saelens_arch} SAE needs a positive 'k', got {k!r}")
+                raise _damaged(where, f"a {saelens_arch} SAE needs a positive 'k', got {k!r}")
             cfg.k = int(k)
     for key, want in (("d_in", cfg.d_in), ("d_sae", cfg.d_sae)):
         if raw[key] != want:
-            raise CheckpointError(f"{where}: {key}={raw[key]} disagrees with the saekit block's {want}")
+            raise _damaged(where, f"{key}={raw[key]} disagrees with the saekit block's {want}")
 
     norm = raw.get("normalize_activations", "none")
     scale = None

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -145,8 +146,19 @@ def _auto_cache(cfg: EvalConfig, sae_path: str | None) -> bool:
     return True
 
 
+def _check_width(width: int, sae: SparseAutoencoder) -> None:
+    """A reshape to d_in would silently turn activations of another width into garbage metrics."""
+    if width != sae.d_in:
+        raise ValueError(
+            f"the activations at {sae.cfg.hook_name!r} have width {width} but the SAE expects d_in={sae.d_in}: "
+            f"it was trained on another model or hook (its cfg.json says model {sae.cfg.model_name!r}). "
+            "Evaluate it with that model (`saekit eval SAE model.name=NAME`) or pick the SAE of this model's hook"
+        )
+
+
 @torch.no_grad()
 def _reconstruct_into(acc: ReconstructionAccumulator, sae: SparseAutoencoder, x: Tensor) -> None:
+    _check_width(math.prod(x.shape[1:]), sae)
     x = x.reshape(-1, sae.d_in).to(sae.device)
     codes = sae.encode(x.to(sae.dtype))
     x_hat = sae.decode(codes)
@@ -385,6 +397,7 @@ def splice_ce(
             raise RuntimeError(
                 f"hook {hook!r} never fired during the forward pass; is it a hook of this model?"
             )
+        _check_width(math.prod(captured["act"].shape[2:]), sae)  # [B, T, ...]
         mask_BT, n_s, n_o = position_mask(tokens, captured["act"], special, cfg.max_norm_ratio)
         mask = mask_BT[..., None]
 

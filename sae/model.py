@@ -141,7 +141,7 @@ def validate_hook(model: TransformerBridge, hook: str) -> str:
     if layer is not None and layer >= n_layers(model):
         raise HookError(
             f"hook {hook!r} asks for layer {layer}, but the model has {n_layers(model)} layers "
-            f"(0..{n_layers(model) - 1})"
+            f"(0..{n_layers(model) - 1}); choose a layer in that range (`saekit hooks` lists every hook)"
         )
     near = difflib.get_close_matches(hook, list(hooks), n=5, cutoff=0.5)
     hint = f"; nearest valid hooks: {', '.join(near)}" if near else ""

@@ -100,7 +100,9 @@ class _CacheSource:
                 if len(self._handles) >= _MAX_OPEN:
                     self._handles.popitem(last=False)
             self._handles[shard] = handle
-        return handle.get_slice(self.key)[start:stop]
+        acts = handle.get_slice(self.key)[start:stop]
+        _check_finite(acts, self.dir / entry["file"], self.hook)
+        return acts
 
     def read(self, spans: list[tuple[int, int, int]]) -> torch.Tensor:
         """Concatenated activations of (shard, start, stop) spans, in the stored dtype."""
@@ -117,6 +119,17 @@ class _CacheSource:
                 out.append((i, start - base, min(b, start + chunk) - base))
             base += n
         return out
+
+
+def _check_finite(acts: torch.Tensor, shard: Path, hook: str) -> None:
+    """NaN/inf survive the sha256 check when the model produced them, and an SAE cannot learn
+    from them; name the shard rather than let the loss turn NaN steps later."""
+    if not bool(torch.isfinite(acts).all()):
+        raise CacheError(
+            f"shard {shard} holds NaN or inf activations for {hook}: the model overflowed while "
+            "caching (e.g. in float16), or the file was written that way. Rebuild the cache into a "
+            "new --out in float32 (`saekit cache --dtype float32 --set model.dtype=float32 ...`)"
+        )
 
 
 # --------------------------------------------------------------------------- the store
@@ -209,8 +222,13 @@ class ActivationStore:
 
     def _scale_of(self, acts: torch.Tensor) -> float:
         mean_norm = torch.linalg.vector_norm(acts.float(), dim=-1).mean().item()
-        if not math.isfinite(mean_norm) or mean_norm <= 0:
-            raise StoreError(f"activations of {self.hook} have mean norm {mean_norm}; cannot normalise")
+        if not math.isfinite(mean_norm):
+            raise StoreError(
+                f"activations of {self.hook} hold NaN or inf values (mean norm {mean_norm}), so they cannot be "
+                "normalised or learned from: load the model in float32 (model.dtype=float32)"
+            )
+        if mean_norm <= 0:
+            raise StoreError(f"activations of {self.hook} are all zero; cannot normalise them: choose another hook")
         return math.sqrt(self.d_in) / mean_norm
 
     # ------------------------------------------------------------------ buffers

@@ -10,6 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sae import SparseAutoencoder
 
 NAME = "steer"
 HELP = "generate with SAE features clamped / scaled / added / ablated, beside the unsteered text"
@@ -71,9 +75,9 @@ def run(args: argparse.Namespace) -> int:
     db = args.db
     if db is None and (sae_dir / "features.sqlite").exists():
         db = str(sae_dir / "features.sqlite")
-    model = sae.load_model(args.model or _sae_model_name(sae_dir), device=args.device)
-    dev = str(next(model.original_model.parameters()).device)
-    s = sae.load_sae(sae_dir, device=dev)
+    s = sae.load_sae(sae_dir)  # a damaged cfg.json is reported (with its fix) before a model loads
+    model = sae.load_model(args.model or _sae_model_name(s), device=args.device)
+    s = s.to(str(next(model.original_model.parameters()).device))
     iv = FeatureSteering(s, edits, positions=args.positions, hook=args.hook, feature_db=db)
     gens = steering.generate(
         model, prompts, iv, compare=not args.no_compare, seed=args.seed, max_new_tokens=args.max_new_tokens,
@@ -89,10 +93,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sae_model_name(sae_dir: Path) -> str:
-    cfg = sae_dir / "cfg.json"
-    if cfg.exists():
-        name = json.loads(cfg.read_text()).get("model_name")
-        if name:
-            return str(name)
-    return "smollm2-135m-instruct"
+def _sae_model_name(s: SparseAutoencoder) -> str:
+    """The model the SAE was trained on, when its cfg.json names one; else the embedded default."""
+    name = s.cfg.model_name
+    return name if name and name != "unknown" else "smollm2-135m-instruct"

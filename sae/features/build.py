@@ -128,7 +128,8 @@ def build_feature_db(
         if batch.acts.shape[-1] != sae.cfg.d_in:
             raise ValueError(
                 f"hook {hook} gives vectors of size {batch.acts.shape[-1]} but the SAE expects d_in={sae.cfg.d_in}: "
-                "the SAE was trained on another model or hook"
+                f"the SAE was trained on another model or hook (its cfg.json says model {sae.cfg.model_name!r}); "
+                "analyze it with that model (--set model.name=NAME) or pick the SAE of this model's hook"
             )
         t0 = time.perf_counter()
         codes = sae.encode(batch.acts.to(device=dev, dtype=sae.dtype))

@@ -29,6 +29,12 @@ def _fix(path: Path, sae_path: str | None = None) -> str:
     return f"build it with `saekit analyze {sae} --tokens 200000 --out {path}`"
 
 
+def _elsewhere(path: Path) -> str:
+    """The fix for a file that is not ours: never suggest writing over it."""
+    new = path.with_name("features.sqlite" if path.name != "features.sqlite" else "features-new.sqlite")
+    return f"it was left untouched. Open the file `saekit analyze` wrote, or {_fix(new)}"
+
+
 @dataclass
 class Example:
     """One context window: its tokens, and the latent's activation on each of them."""
@@ -115,7 +121,7 @@ class FeatureDB:
         with open(p, "rb") as fh:
             header = fh.read(16)
         if header != b"SQLite format 3\x00":
-            raise FeatureDBError(f"{p} is not a SQLite file (is it the right path?); {_fix(p)}")
+            raise FeatureDBError(f"{p} is not a SQLite file (is it the right path?); {_elsewhere(p)}")
         try:
             self._con = sqlite3.connect(p.resolve().as_uri() + "?mode=ro", uri=True, check_same_thread=False)
             tables = {r[0] for r in self._con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -123,7 +129,7 @@ class FeatureDB:
             raise FeatureDBError(f"{p} is a damaged SQLite file ({e}); {_fix(p)}") from e
         missing = [t for t in schema.REQUIRED_TABLES if t not in tables]
         if "meta" not in tables:
-            raise FeatureDBError(f"{p} is a SQLite file but not a saekit feature database; {_fix(p)}")
+            raise FeatureDBError(f"{p} is a SQLite file but not a saekit feature database; {_elsewhere(p)}")
         self.meta: dict[str, Any] = self._read_meta()
         sae_path = self.meta.get("sae_path")
         version = self.meta.get("schema_version")

@@ -39,7 +39,12 @@ from sae.config import ConfigError, TrainConfig, save_config
 from sae.training import ddp
 from sae.training.init import init_b_dec
 from sae.training.logger import RunLogger, density_log10
-from sae.training.resume import restore_trainer_state, save_trainer_state
+from sae.training.resume import (
+    ResumeError,
+    latest_checkpoint,
+    restore_trainer_state,
+    save_trainer_state,
+)
 from sae.training.schedules import coefficient_at, dead_after_tokens, lr_at, total_steps
 
 log = logging.getLogger(__name__)
@@ -176,12 +181,7 @@ class Trainer:
         loss = sum(coefs.get(k, 1.0) * v for k, v in out.losses.items())
         bad = not bool(torch.isfinite(loss.detach()))
         if ddp.any_rank(bad, self.dist):
-            raise TrainingDivergedError(
-                f"SAE {slot.name!r}: loss became {float(loss.detach())} at step {self.step_idx} "
-                f"(tokens {self.tokens_seen:,}); the step was not applied and the last checkpoint in "
-                f"{self.out_dir / 'checkpoints'} is intact. Fixes: lower lr (now {slot.lr:g}), keep grad_clip, "
-                "check the activations for inf/NaN or huge outliers (cache max_norm_ratio), or use fp32."
-            )
+            raise TrainingDivergedError(self._diverged_message(slot, float(loss.detach()), x))
         slot.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         params = [p for p in sae.parameters() if p.grad is not None]
@@ -203,6 +203,33 @@ class Trainer:
         slot.hist_counts += counts
         slot.hist_tokens += n_tokens
         return self._metrics(slot, x, out, loss, lr, coefs.get(sparsity, 0.0) if sparsity else None, dead_mask, var_cache)
+
+    def _diverged_message(self, slot: _Slot, loss: float, x: Tensor) -> str:
+        """What broke, what is safe on disk, and the fix: bad input data needs other advice than
+        an optimisation that blew up."""
+        kept = self._checkpoint_note()
+        if not bool(torch.isfinite(x).all()):
+            fix = (
+                "The input batch itself holds NaN/inf activations, so the data is at fault, not the "
+                "optimisation: rebuild them in float32 (`saekit cache --dtype float32 --set model.dtype=float32`)"
+            )
+        else:
+            fix = (
+                f"Fixes: lower lr (now {slot.lr:g}), keep grad_clip, check the activations for huge outliers "
+                "(cache max_norm_ratio), or use fp32"
+            )
+        return (
+            f"SAE {slot.name!r}: loss became {loss} at step {self.step_idx} (tokens {self.tokens_seen:,}); "
+            f"the step was not applied and {kept}. {fix}."
+        )
+
+    def _checkpoint_note(self) -> str:
+        root = self.out_dir / "checkpoints"
+        try:
+            ckpt = latest_checkpoint(root)
+        except ResumeError:  # the divergence is the news here; a damaged pointer is reported on resume
+            return f"nothing in {root} was changed"
+        return f"the last checkpoint {ckpt} is intact" if ckpt is not None else "no checkpoint had been written yet"
 
     @torch.no_grad()
     def _metrics(self, slot, x, out, loss, lr, coef, dead_mask, var_cache) -> dict[str, float]:
@@ -376,7 +403,7 @@ def train(cfg: TrainConfig, store: Any = None, model: Any = None) -> list[Path]:
         if d_in is not None and d_in != scfg.d_in:
             raise ConfigError(
                 f"SAE d_in={scfg.d_in} but the activations ({getattr(s, 'hook', scfg.hook_name)}) have d_in={d_in}; "
-                f"set saes.N.d_in={d_in}"
+                f"set saes.N.d_in={d_in} (`saekit train`: --d-in {d_in}, or leave --d-in out to take the cache's)"
             )
     trainer = Trainer(cfg, normalization_scale=None)
     if isinstance(store, Mapping):
