@@ -5,12 +5,18 @@
 Each stage writes its artifact and a `stages/<name>.json` marker with its seconds; a second run
 skips every stage whose marker exists (delete a marker, or its artifact, to redo a stage).
 The stages call only the public APIs of `sae` and `steering`.
+
+Each stage's output is checked: non-finite metrics, unsteered text that fails the fluency
+gate, or a steering sweep with no effect stop the run. The failed stage leaves no marker (a
+re-run retries it), the report is still written with what was done and names the failure,
+and `Demo.run` raises `DemoFailed` (`saekit demo` exits non-zero).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,6 +54,7 @@ class DemoConfig:
     candidates: int = 10
     fast_steering: bool = False  # one CAA scale instead of three
     max_new_tokens: int = 48
+    allow_no_effect: bool = False  # report "no effect found" and go on, instead of failing the stage
     device: str | None = None
     seed: int = 0
 
@@ -82,6 +89,26 @@ class Stage:
     run: Callable[[], dict[str, Any]]  # returns a small summary saved in the marker
 
 
+class StageCheckError(RuntimeError):
+    """A stage ran but its output failed a check; `partial` is what it produced, for the report."""
+
+    def __init__(self, message: str, partial: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.partial = partial
+
+
+class DemoFailed(RuntimeError):
+    """A stage failed; the report says which and why."""
+
+
+@dataclass
+class StageFailure:
+    stage: str
+    title: str
+    reason: str
+    partial: dict[str, Any] | None = None
+
+
 class Demo:
     def __init__(self, cfg: DemoConfig, log: Callable[[str], None] = print) -> None:
         self.cfg = cfg
@@ -89,6 +116,7 @@ class Demo:
         self.log = log
         self._model: Any = None
         self._sae: Any = None
+        self.failure: StageFailure | None = None
 
     # ---------------------------------------------------------------- paths
 
@@ -218,14 +246,14 @@ class Demo:
 
         result = golden_gate(self.model, self.sae, self._experiment("golden_gate", self.cfg.strengths))
         result.pop("summary")  # already in golden_gate/summary.json
-        return result
+        return result if self.cfg.allow_no_effect else _require_effect(result, "Golden Gate clamp")
 
     def stage_sycophancy(self) -> dict[str, Any]:
         from steering.demos import sycophancy
 
         result = sycophancy(self.model, self.sae, self._experiment("sycophancy", self.cfg.praise_strengths))
         result.pop("summary")  # already in sycophancy/summary.json
-        return result
+        return result if self.cfg.allow_no_effect else _require_effect(result, "praise clamp")
 
     def stage_report(self) -> dict[str, Any]:
         from app.report import write_report
@@ -237,7 +265,9 @@ class Demo:
             f"latents, k={self.cfg.k}, trained on {self.cfg.train_tokens:,} tokens (epochs over {cached:,} cached "
             f"tokens of the builtin corpus, the last {self.held_out_tokens:,} held out for evaluation)."
         )
-        path = write_report(self.root, stages, headline=headline, sae_dir=self.sae_dir, db_path=self.db_path)
+        failure = dataclasses.asdict(self.failure) if self.failure else None
+        path = write_report(self.root, stages, headline=headline, sae_dir=self.sae_dir, db_path=self.db_path,
+                            failure=failure)
         return {"report": str(path)}
 
     # ---------------------------------------------------------------- driver
@@ -246,20 +276,32 @@ class Demo:
         self.root.mkdir(parents=True, exist_ok=True)
         sae.atomic_write_json(self.root / "demo_config.json", dataclasses.asdict(self.cfg))
         stages = self.stages()
+        self.failure = None
         for i, stage in enumerate(stages, 1):
             marker = self.marker(stage.name)
             head = f"[{i}/{len(stages)}] {stage.title}"
+            if self.failure is not None and stage.name != "report":
+                continue  # later stages build on the failed one's output
             if marker.exists() and stage.name != "report":
                 self.log(f"{head}: done already ({marker} exists), skipping")
                 continue
             self.log(f"{head} ...")
             start = time.perf_counter()
-            summary = stage.run()
+            try:
+                summary = _checked(stage.run())
+            except (ValueError, RuntimeError, OSError) as e:  # readable failures; a bug keeps its traceback
+                self.failure = StageFailure(stage.name, stage.title, str(e), getattr(e, "partial", None))
+                self.log(f"{head}: FAILED: {e}")
+                continue
             seconds = time.perf_counter() - start
             marker.parent.mkdir(parents=True, exist_ok=True)
             sae.atomic_write_json(marker, {"seconds": round(seconds, 1), **summary}, default=str)
             self.log(f"{head}: done in {seconds:.0f} s")
-        return self.root / "report.md"
+        report = self.root / "report.md"
+        if self.failure is not None:
+            raise DemoFailed(f"stage {self.failure.stage!r} failed its check: {self.failure.reason}\n"
+                             f"{report} says what was done; a re-run keeps finished stages and retries this one.")
+        return report
 
     def stage_summaries(self) -> dict[str, dict[str, Any]]:
         out = {}
@@ -291,3 +333,32 @@ def _eval_headline(d: dict[str, Any]) -> dict[str, Any]:
         "ce_loss_recovered": down.get("ce_loss_recovered"),
         "dead_fraction": sparsity.get("dead_fraction"),
     }
+
+
+def _non_finite(obj: Any, path: str = "") -> list[str]:
+    """Where `obj` holds a NaN or infinite number (dotted paths)."""
+    if isinstance(obj, float):
+        return [] if math.isfinite(obj) else [path or "value"]
+    if isinstance(obj, dict):
+        return [p for k, v in obj.items() for p in _non_finite(v, f"{path}.{k}" if path else str(k))]
+    if isinstance(obj, (list, tuple)):
+        return [p for i, v in enumerate(obj) for p in _non_finite(v, f"{path}[{i}]")]
+    return []
+
+
+def _checked(summary: dict[str, Any]) -> dict[str, Any]:
+    """A stage's summary, unless a metric in it is NaN or infinite (a broken run, not a result)."""
+    bad = _non_finite(summary)
+    if bad:
+        raise StageCheckError(f"non-finite metrics: {', '.join(bad[:5])}", partial=summary)
+    return summary
+
+
+def _require_effect(result: dict[str, Any], what: str) -> dict[str, Any]:
+    """A steering stage shows an effect on fluent text, or fails: the demo's default settings
+    steer on a working install, so "no effect" there (an all-zero sweep included) points at a
+    broken run rather than being a result."""
+    if result.get("no_effect"):
+        raise StageCheckError(f"{what}: {result['no_effect']} (with --allow-no-effect the demo reports "
+                              "this and goes on)", partial=result)
+    return result

@@ -81,6 +81,9 @@ def _steering_section(title: str, summary: dict[str, Any], figures: list[str], r
     for key in ("feature", "features", "feature_examples", "headline"):
         if key in summary:
             lines.append(f"- **{key.replace('_', ' ')}**: {summary[key]}")
+    for key, who in (("no_effect", "clamp"), ("caa_no_effect", "CAA")):
+        if summary.get(key):
+            lines.append(f"- **{who}**: {summary[key]}")
     table = summary.get("table")
     if table:
         cols = list(table[0].keys())
@@ -88,7 +91,8 @@ def _steering_section(title: str, summary: dict[str, Any], figures: list[str], r
         for row in table:
             lines.append("| " + " | ".join(_fmt(row.get(c)) for c in cols) + " |")
     if summary.get("samples"):
-        lines += ["", "Side by side (best strength):", ""] + _generations_table(summary["samples"])
+        which = "best strength" if not summary.get("no_effect") else f"no effect; `{summary.get('samples_condition')}`"
+        lines += ["", f"Side by side ({which}):", ""] + _generations_table(summary["samples"])
     for f in figures:
         p = Path(f).resolve()
         link = p.relative_to(root.resolve()) if p.is_relative_to(root.resolve()) else p
@@ -96,9 +100,39 @@ def _steering_section(title: str, summary: dict[str, Any], figures: list[str], r
     return lines + [""]
 
 
+def _failure_section(failure: dict[str, Any] | None) -> list[str]:
+    if not failure:
+        return []
+    return [f"## Failed stage: {failure['stage']}", "",
+            f"**{failure['title']}** failed its check: {failure['reason']}", "",
+            "The stages after it did not run. Fix the cause and run `saekit demo` again: finished stages "
+            "are kept and this one is retried.", ""]
+
+
+def _golden_gate_line(gg: dict[str, Any]) -> list[str]:
+    if not gg:
+        return []
+    if gg.get("no_effect"):
+        return [f"**Golden Gate mention rate**: {gg['no_effect']} (unsteered "
+                f"{_fmt(gg.get('unsteered_rate'), '.0%')}).", ""]
+    return [
+        f"**Golden Gate mention rate**: steered {_fmt(gg.get('best_rate'), '.0%')} "
+        f"(strength {gg.get('best_strength')}) vs unsteered {_fmt(gg.get('unsteered_rate'), '.0%')}; "
+        f"perplexity {_ratio(gg.get('best_perplexity'), gg.get('unsteered_perplexity'))} unsteered given the "
+        f"prompt, {_ratio(gg.get('best_text_perplexity'), gg.get('unsteered_text_perplexity'))} as text alone "
+        f"(the best strength whose text passes the fluency gate and whose {gg.get('fluency', 'perplexity')} "
+        "stays within 2x unsteered).",
+        "",
+    ]
+
+
 def write_report(root: Path, stages: dict[str, dict[str, Any]], *, headline: str, sae_dir: Path,
-                 db_path: Path) -> Path:
-    """`root/report.md` from the demo's stage summaries (the JSON markers in `root/stages/`)."""
+                 db_path: Path, failure: dict[str, Any] | None = None) -> Path:
+    """`root/report.md` from the demo's stage summaries (the JSON markers in `root/stages/`);
+    `failure` (stage, title, reason, partial) names a stage that failed its check, and its
+    partial output, if any, is shown in that stage's section."""
+    if failure and failure.get("partial"):
+        stages = {**stages, failure["stage"]: failure["partial"]}
     figs_dir = root / "figures"
     ev = stages.get("eval", {})
 
@@ -118,6 +152,7 @@ def write_report(root: Path, stages: dict[str, dict[str, Any]], *, headline: str
         "",
         headline,
         "",
+        *_failure_section(failure),
         "## The SAE",
         "",
         "| L0 | FVU | CE-loss recovered | dead fraction |",
@@ -131,16 +166,7 @@ def write_report(root: Path, stages: dict[str, dict[str, Any]], *, headline: str
     for p in density + fig_paths.get("training", []):
         lines.append(f"- figure: [{p.name}]({rel([p])[0]})")
     lines.append("")
-    if gg:
-        lines += [
-            f"**Golden Gate mention rate**: steered {_fmt(gg.get('best_rate'), '.0%')} "
-            f"(strength {gg.get('best_strength')}) vs unsteered {_fmt(gg.get('unsteered_rate'), '.0%')}; "
-            f"perplexity {_ratio(gg.get('best_perplexity'), gg.get('unsteered_perplexity'))} unsteered given the "
-            f"prompt, {_ratio(gg.get('best_text_perplexity'), gg.get('unsteered_text_perplexity'))} as text alone "
-            f"(the best strength whose {gg.get('fluency', 'perplexity')} stays within 2x unsteered and whose "
-            "distinct-2 stays above 0.6x).",
-            "",
-        ]
+    lines += _golden_gate_line(gg)
     lines += _steering_section("Golden Gate", gg, gg.get("figures", []), root)
     lines += _steering_section("Sycophancy", sy, sy.get("figures", []), root)
     timing = ", ".join(f"{k} {v.get('seconds', 0):.0f} s" for k, v in stages.items())

@@ -38,8 +38,6 @@ def run(doc: str, experiment: Callable[..., dict[str, Any]], what: str, argv: li
     ap.add_argument("--max-ppl-ratio", type=float, default=d.max_ppl_ratio)
     ap.add_argument("--fluency", choices=["perplexity", "text_perplexity"], default=d.fluency,
                     help="what the fluency bound applies to (default: the experiment's own)")
-    ap.add_argument("--min-distinct-ratio", type=float, default=d.min_distinct_ratio,
-                    help="a condition counts only if its distinct-2 >= this x unsteered")
     ap.add_argument("--batch-size", type=int, default=d.batch_size)
     ap.add_argument("--out", default=d.out_dir)
     ap.add_argument("--device", default=None)
@@ -54,8 +52,8 @@ def run(doc: str, experiment: Callable[..., dict[str, Any]], what: str, argv: li
         features=a.feature, n_features=a.n_features, candidates=a.candidates, score_prompts=a.score_prompts,
         score_strength=a.score_strength, select=a.select, strengths=a.strengths, caa_scales=a.caa_scales or None, unit=a.unit,
         positions=a.positions, n_prompts=a.n_prompts, max_new_tokens=a.max_new_tokens, temperature=a.temperature,
-        seeds=a.seeds, max_ppl_ratio=a.max_ppl_ratio, fluency=a.fluency,
-        min_distinct_ratio=a.min_distinct_ratio, batch_size=a.batch_size, png=not a.no_png,
+        seeds=a.seeds, max_ppl_ratio=a.max_ppl_ratio, fluency=a.fluency, batch_size=a.batch_size,
+        png=not a.no_png,
     )
     print(f"SAE {a.sae}: {sae.cfg.architecture}, d_sae={sae.cfg.d_sae}, hook {sae.cfg.hook_name}")
     result = experiment(model, sae, cfg)

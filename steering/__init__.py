@@ -54,13 +54,20 @@ _EXPORTS: dict[str, str] = {
     "keyword_scorer": "steering.metrics",
     "perplexity": "steering.metrics",
     "distinct_n": "steering.metrics",
+    # fluency gate
+    "GateConfig": "steering.fluency",
+    "Verdict": "steering.fluency",
+    "judge": "steering.fluency",
+    "measure": "steering.fluency",
+    "DegenerateTextError": "steering.fluency",
     # experiments
     "SweepConfig": "steering.experiments",
     "run_sweep": "steering.experiments",
     "plot_sweep": "steering.experiments",
     "sweep_figure": "steering.experiments",
-    "best_condition": "steering.experiments",
-    "format_summary": "steering.experiments",
+    "best_condition": "steering.summary",
+    "NoEffect": "steering.summary",
+    "format_summary": "steering.summary",
     # prompts
     "prompts": "steering",
 }

@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from steering import prompts as P
-from steering.experiments import CAAConfig, SweepConfig, best_condition, run_sweep
+from steering.experiments import CAAConfig, SweepConfig, run_sweep
+from steering.fluency import SampleFluency, fluent, judge, measure, require_fluent
 from steering.generate import generate
 from steering.interventions import Clamp, FeatureSteering
-from steering.metrics import distinct_n, keyword_scorer
+from steering.metrics import keyword_scorer
 from steering.search import FeatureHit, contrastive_features, logit_lens, rank_by_output_score
+from steering.summary import NoEffect, best_condition
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -50,7 +52,6 @@ class ExperimentConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     max_ppl_ratio: float = 2.0  # fluency bound: a condition counts if its fluency stays within this x unsteered
     fluency: str | None = None  # "perplexity" | "text_perplexity"; None: the experiment's own
-    min_distinct_ratio: float | None = 0.6  # and distinct-2 >= this x unsteered (no loops)
     batch_size: int = 10
     png: bool = True
 
@@ -99,20 +100,28 @@ def select_by_steering(model: TransformerBridge, sae: SparseAutoencoder, hits: l
                        cfg: ExperimentConfig, prompts: list[str], keywords: list[str],
                        positions: str) -> list[FeatureHit]:
     """Re-rank the first `cfg.select` hits by what clamping each one (at `cfg.score_strength`)
-    does to a short greedy generation: the share of prompts whose text has a keyword without
-    looping (distinct-2 >= 0.5). A feature that lifts the concept's next-token probability can
-    still derail the text into fragments of one token; this is the check that sees it.
-    Ties keep the output-score order."""
+    does to a short greedy generation: the share of prompts whose text has a keyword and
+    passes the fluency gate's per-generation checks. A feature that lifts the concept's
+    next-token probability can still derail the text into fragments of one token; this is the
+    check that sees it. Ties keep the output-score order. The unsteered text on the same
+    prompts must pass the gate first (`DegenerateTextError`): steered text from a broken
+    install would make every candidate look equally useless."""
     if cfg.select <= 0:
         return hits
     mentions = keyword_scorer(keywords)
+
+    def measured(iv: FeatureSteering | None) -> list[tuple[str, SampleFluency]]:
+        gens = generate(model, prompts, iv, compare=False, max_new_tokens=cfg.select_tokens, batch_size=len(prompts))
+        return [(g.steered, measure(g.steered, g.steered_ids)) for g in gens]
+
+    base = measured(None)
+    require_fluent(judge([m for _, m in base]), [t for t, _ in base], "unsteered")
     top = hits[: cfg.select]
     for h in top:
         iv = FeatureSteering(sae, {h.feature: Clamp(cfg.score_strength, unit=cfg.unit)}, positions=positions,
                              feature_db=cfg.feature_db)
-        texts = [g.steered for g in generate(model, prompts, iv, compare=False, max_new_tokens=cfg.select_tokens,
-                                             batch_size=len(prompts))]
-        h.details["steering_score"] = sum(mentions(t) * (distinct_n(t, 2) >= 0.5) for t in texts) / len(texts)
+        out = measured(iv)
+        h.details["steering_score"] = sum(mentions(t) * fluent(m) for t, m in out) / len(out)
     return sorted(top, key=lambda h: -h.details["steering_score"]) + hits[cfg.select :]
 
 
@@ -132,7 +141,7 @@ def _table(summary: dict[str, Any], metric: str) -> list[dict[str, Any]]:
     return [
         {"condition": r["key"], "strength": r.get("strength"), metric: r.get(metric),
          "perplexity": r.get("perplexity_median"), "text_perplexity": r.get("text_perplexity_median"),
-         "distinct_2": r.get("distinct_2")}
+         "distinct_2": r.get("distinct_2"), "fluent": r.get("fluent")}
         for r in summary["conditions"]
     ]
 
@@ -151,10 +160,12 @@ def _run(model: TransformerBridge, sae: SparseAutoencoder, cfg: ExperimentConfig
     ), model=model, sae=sae)
     base = next(r for r in summary["conditions"] if r["method"] == "none")
     fluency = cfg.fluency or default_fluency
-    bounds = dict(metric=metric, max_ppl_ratio=cfg.max_ppl_ratio, fluency=fluency,
-                  min_distinct_ratio=cfg.min_distinct_ratio)
+    bounds = dict(metric=metric, max_ppl_ratio=cfg.max_ppl_ratio, fluency=fluency)
     best = best_condition(summary, "clamp", **bounds)
     caa = best_condition(summary, "caa", **bounds)
+    # With no effect, show the strongest clamp's text: the reader sees what it did instead.
+    shown = best.get("key") if best else next((r["key"] for r in reversed(summary["conditions"])
+                                                if r["method"] == "clamp"), None)
     col = f"{fluency}_median"
     ratio = None
     if best and base.get(col):
@@ -171,12 +182,15 @@ def _run(model: TransformerBridge, sae: SparseAutoencoder, cfg: ExperimentConfig
         "best_perplexity": best.get("perplexity_median") if best else None,
         "best_text_perplexity": best.get("text_perplexity_median") if best else None,
         "fluency_ratio": ratio,
+        "no_effect": str(best) if isinstance(best, NoEffect) else None,
         "caa_best_rate": caa.get(metric) if caa else None,
         "caa_best_scale": caa.get("strength") if caa else None,
         "caa_best_perplexity": caa.get("perplexity_median") if caa else None,
         "caa_best_text_perplexity": caa.get("text_perplexity_median") if caa else None,
+        "caa_no_effect": str(caa) if isinstance(caa, NoEffect) else None,
         "table": _table(summary, metric),
-        "samples": _side_by_side(Path(cfg.out_dir), best.get("key") if best else None),
+        "samples": _side_by_side(Path(cfg.out_dir), shown),
+        "samples_condition": shown,
         "figures": [str(p) for p in summary.get("charts") or []],
         "summary": summary,
     }
@@ -222,10 +236,15 @@ def format_result(result: dict[str, Any], what: str) -> str:
     num = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
     lines.append(f"features {result['features']}: unsteered {what} {pct(result['unsteered_rate'])} "
                  f"(perplexity {num(result['unsteered_perplexity'])}, text {num(result['unsteered_text_perplexity'])})")
-    lines.append(f"  best clamp: strength {result['best_strength']} -> {what} {pct(result['best_rate'])}, "
-                 f"perplexity {num(result['best_perplexity'])}, text {num(result['best_text_perplexity'])} "
-                 f"({result['fluency']} {num(result['fluency_ratio'])}x unsteered)")
-    if result["caa_best_scale"] is not None or result["caa_best_rate"] is not None:
+    if result.get("no_effect"):
+        lines.append(f"  clamp: {result['no_effect']}")
+    else:
+        lines.append(f"  best clamp: strength {result['best_strength']} -> {what} {pct(result['best_rate'])}, "
+                     f"perplexity {num(result['best_perplexity'])}, text {num(result['best_text_perplexity'])} "
+                     f"({result['fluency']} {num(result['fluency_ratio'])}x unsteered)")
+    if result.get("caa_no_effect"):
+        lines.append(f"  CAA: {result['caa_no_effect']}")
+    elif result["caa_best_scale"] is not None:
         lines.append(f"  best CAA:   scale {result['caa_best_scale']} -> {what} {pct(result['caa_best_rate'])}, "
                      f"perplexity {num(result['caa_best_perplexity'])}, text {num(result['caa_best_text_perplexity'])}")
     lines += [f"  {s['prompt']!r} -> {s['steered']!r}" for s in result["samples"][:3]]

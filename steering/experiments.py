@@ -8,6 +8,10 @@ and flushed as each condition finishes), `summary.json`, and charts (strength vs
 score vs perplexity) as HTML and PNG. Re-running the same config resumes: records already
 in the JSONL are kept and skipped. Settings that change what a generation means (model,
 SAE, sampling, prompts...) must match the existing run, else it stops and says which.
+
+Before any steered generation, the unsteered text must pass the fluency gate
+(`steering.fluency`): a sweep over broken text stops with an error instead of becoming a
+result. Summaries and "best condition / no effect" live in `steering.summary`.
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sae import append_text, atomic_write_json, atomic_write_text, atomic_write_with
+from steering.fluency import GateConfig, judge, measure, require_fluent
 from steering.interventions import (
     FeatureSteering,
     Intervention,
@@ -30,6 +34,12 @@ from steering.interventions import (
     VectorSteering,
     make_edit,
 )
+from steering.summary import best_condition, format_summary, record_fluency, summarize
+
+__all__ = ["CAAConfig", "SweepConfig", "run_sweep", "resolve_prompts", "summarize", "best_condition",
+           "format_summary", "sweep_figure", "plot_sweep"]
+
+Scorer = Callable[[str], float]
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -85,6 +95,7 @@ class SweepConfig:
     include_unsteered: bool = True
     fluency: bool = True  # perplexity under the unsteered model
     caa: CAAConfig | None = None
+    gate: GateConfig = field(default_factory=GateConfig)  # what counts as fluent text
     model_name: str = "smollm2-135m-instruct"
     device: str | None = None
     png: bool = True
@@ -174,23 +185,98 @@ def _check_identity(cfg: SweepConfig, out: Path, *, write: bool) -> None:
     atomic_write_json(cfg_path, mine)
 
 
-def run_sweep(
-    cfg: SweepConfig,
-    *,
-    model: TransformerBridge | None = None,
-    sae: SparseAutoencoder | None = None,
-    concept_scorer: Callable[[str], float] | None = None,
-    task_scorer: Callable[[str], float] | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Run (or resume) a sweep; returns the summary (also written to summary.json)."""
+@dataclass
+class _Run:
+    """What every condition of one sweep shares."""
+
+    cfg: SweepConfig
+    model: TransformerBridge
+    prompts: list[Any]
+    empty_ids: list[int]  # the context of "text perplexity": an assistant turn after an empty user message
+    concept_scorer: Scorer | None
+    task_scorer: Scorer | None
+
+    @property
+    def flat(self) -> list[tuple[int, int]]:
+        return [(pi, s) for s in self.cfg.seeds for pi in range(len(self.prompts))]
+
+
+def _records(run: _Run, cond: Condition, todo: list[tuple[int, int]]) -> list[dict[str, Any]]:
+    """Generate `todo` (prompt index, seed) under `cond` and measure each generation."""
+    from steering.generate import generate
+    from steering.metrics import distinct_n, perplexity
+
+    cfg, model = run.cfg, run.model
+    gens = generate(
+        model, [run.prompts[pi] for pi, _ in todo], cond.intervention, compare=False,
+        seed=[s for _, s in todo], max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+        top_p=cfg.top_p, top_k=cfg.top_k, chat=cfg.chat, system_prompt=cfg.system_prompt,
+        batch_size=cfg.batch_size,
+    )
+    ppl = text_ppl = [math.nan] * len(gens)
+    if cfg.fluency:
+        ids = [g.steered_ids for g in gens]
+        ppl = perplexity(model, [g.prompt_ids for g in gens], ids, batch_size=cfg.batch_size)
+        text_ppl = perplexity(model, [run.empty_ids] * len(gens), ids, batch_size=cfg.batch_size)
+    out = []
+    for (pi, s), g, p, tp in zip(todo, gens, ppl, text_ppl, strict=True):
+        m = measure(g.steered, g.steered_ids, tp)
+        out.append({
+            "key": cond.key, "method": cond.method, "features": cond.features,
+            "strength": cond.strength, "unit": cfg.unit if cond.method not in ("none", "caa") else None,
+            "prompt_index": pi, "prompt": run.prompts[pi], "seed": s, "text": g.steered,
+            "n_tokens": m.n_tokens,
+            "concept": run.concept_scorer(g.steered) if run.concept_scorer else None,
+            "task": run.task_scorer(g.steered) if run.task_scorer else None,
+            "perplexity": None if math.isnan(p) else p,
+            "text_perplexity": m.text_perplexity,
+            "words": m.words, "distinct_1": distinct_n(g.steered_ids, 1), "distinct_2": m.distinct_2,
+            "repeat_run": m.repeat_run,
+        })
+    return out
+
+
+def _append(jsonl: Path, records: list[dict[str, Any]]) -> None:
+    append_text(jsonl, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def _with_fluency(records: list[dict[str, Any]], tokenizer: Any) -> list[dict[str, Any]]:
+    """Records written before the fluency gate existed get its measures from their text."""
+    for r in records:
+        if "repeat_run" not in r:
+            ids = tokenizer.encode(r["text"], add_special_tokens=False)
+            m = measure(r["text"], ids, r.get("text_perplexity"))
+            r.update(n_tokens=m.n_tokens, words=m.words, distinct_2=m.distinct_2, repeat_run=m.repeat_run)
+    return records
+
+
+def _check_unsteered(run: _Run, conds: list[Condition], old: list[dict[str, Any]], jsonl: Path) -> float:
+    """Before any steered condition: the unsteered text must pass the fluency gate, else stop
+    (steering results on broken text mean nothing). Without an unsteered condition in the
+    sweep, the unsteered text is generated for this check and not recorded."""
+    t0 = time.time()
+    recorded = conds[0].method == "none"
+    probe = conds[0] if recorded else Condition("unsteered", "none", [], None, None)
+    old = [r for r in old if r["key"] == probe.key] if recorded else []
+    have = {(r["prompt_index"], r["seed"]) for r in old}
+    fresh = _records(run, probe, [x for x in run.flat if x not in have]) if len(have) < len(run.flat) else []
+    both = old + fresh
+    verdict = judge([record_fluency(r) for r in both], run.cfg.gate)
+    stale = f"{len(old)} of them read back from {jsonl}, written by an earlier run" if old else None
+    require_fluent(verdict, [r["text"] for r in both], "unsteered", stale=stale)
+    if recorded and fresh:
+        _append(jsonl, fresh)
+    return time.time() - t0
+
+
+def _prepare(cfg: SweepConfig, model: TransformerBridge | None, sae: SparseAutoencoder | None,
+             concept_scorer: Scorer | None, task_scorer: Scorer | None) -> tuple[_Run, list[Condition]]:
+    """Check everything checkable before the model loads or anything is written; then load."""
     import sae as saelib
     from steering.activations import render
     from steering.baselines import caa_vector
-    from steering.generate import generate
-    from steering.metrics import distinct_n, keyword_scorer, perplexity
+    from steering.metrics import keyword_scorer
 
-    out = Path(cfg.out_dir)
     prompts = resolve_prompts(cfg.prompts, cfg.n_prompts)
     if not cfg.seeds:
         raise SteeringError("seeds is empty; give at least one seed")
@@ -198,8 +284,7 @@ def run_sweep(
         concept_scorer = keyword_scorer(cfg.concept_keywords, cfg.concept_regex)
     if task_scorer is None and (cfg.task_keywords or cfg.task_regex):
         task_scorer = keyword_scorer(cfg.task_keywords, cfg.task_regex)
-    # Everything checkable is checked before the model loads or anything is written.
-    _check_identity(cfg, out, write=False)
+    _check_identity(cfg, Path(cfg.out_dir), write=False)
     for s in cfg.strengths:
         make_edit(cfg.method, s, cfg.unit)
     if cfg.feature_db is None and cfg.sae_path and (Path(cfg.sae_path) / "features.sqlite").exists():
@@ -216,131 +301,46 @@ def run_sweep(
         caa = caa_vector(model, hook, resolve_prompts(cfg.caa.positive), resolve_prompts(cfg.caa.negative),
                          chat=cfg.caa.chat, region=cfg.caa.region)
     conds = _conditions(cfg, sae, caa)
+    empty = render(model.tokenizer, "", chat=cfg.chat, system_prompt=cfg.system_prompt)
+    return _Run(cfg, model, prompts, empty, concept_scorer, task_scorer), conds
+
+
+def run_sweep(
+    cfg: SweepConfig,
+    *,
+    model: TransformerBridge | None = None,
+    sae: SparseAutoencoder | None = None,
+    concept_scorer: Scorer | None = None,
+    task_scorer: Scorer | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run (or resume) a sweep; returns the summary (also written to summary.json).
+
+    Raises `DegenerateTextError` before any steered generation when the unsteered text
+    fails the fluency gate (see `steering.fluency`)."""
+    out = Path(cfg.out_dir)
+    run, conds = _prepare(cfg, model, sae, concept_scorer, task_scorer)
     _check_identity(cfg, out, write=True)
     jsonl = out / "generations.jsonl"
-    done = {(r["key"], r["prompt_index"], r["seed"]) for r in _read_jsonl(jsonl)}
-    flat = [(pi, s) for s in cfg.seeds for pi in range(len(prompts))]
-    # The context for "text perplexity": an assistant turn answering an empty user message.
-    empty = render(model.tokenizer, "", chat=cfg.chat, system_prompt=cfg.system_prompt)
+    old = _with_fluency(_read_jsonl(jsonl), run.model.tokenizer)
+    secs = _check_unsteered(run, conds, old, jsonl)
+    if progress:
+        print(f"unsteered text passed the fluency gate ({secs:.1f}s)", flush=True)
+    done = {(r["key"], r["prompt_index"], r["seed"]) for r in old}
     for ci, cond in enumerate(conds):
-        todo = [(pi, s) for pi, s in flat if (cond.key, pi, s) not in done]
-        if not todo:
+        todo = [(pi, s) for pi, s in run.flat if (cond.key, pi, s) not in done]
+        if cond.method == "none" or not todo:
             continue
         t0 = time.time()
-        gens = generate(
-            model, [prompts[pi] for pi, _ in todo], cond.intervention, compare=False,
-            seed=[s for _, s in todo], max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-            top_p=cfg.top_p, top_k=cfg.top_k, chat=cfg.chat, system_prompt=cfg.system_prompt,
-            batch_size=cfg.batch_size,
-        )
-        ppl = text_ppl = [math.nan] * len(gens)
-        if cfg.fluency:
-            ppl = perplexity(model, [g.prompt_ids for g in gens], [g.steered_ids for g in gens],
-                             batch_size=cfg.batch_size)
-            text_ppl = perplexity(model, [empty] * len(gens), [g.steered_ids for g in gens],
-                                  batch_size=cfg.batch_size)
-        secs = time.time() - t0
-        lines = []
-        for (pi, s), g, p, tp in zip(todo, gens, ppl, text_ppl, strict=True):
-            lines.append(json.dumps({
-                "key": cond.key, "method": cond.method, "features": cond.features,
-                "strength": cond.strength, "unit": cfg.unit if cond.method not in ("none", "caa") else None,
-                "prompt_index": pi, "prompt": prompts[pi], "seed": s, "text": g.steered,
-                "n_tokens": len(g.steered_ids),
-                "concept": concept_scorer(g.steered) if concept_scorer else None,
-                "task": task_scorer(g.steered) if task_scorer else None,
-                "perplexity": None if math.isnan(p) else p,
-                "text_perplexity": None if math.isnan(tp) else tp,
-                "distinct_1": distinct_n(g.steered, 1), "distinct_2": distinct_n(g.steered, 2),
-            }))
-        append_text(jsonl, "\n".join(lines) + "\n")
+        _append(jsonl, _records(run, cond, todo))
         if progress:
-            print(f"[{ci + 1}/{len(conds)}] {cond.key}: {len(todo)} generations in {secs:.1f}s", flush=True)
-    summary = summarize(_read_jsonl(jsonl), [c.key for c in conds])
+            print(f"[{ci + 1}/{len(conds)}] {cond.key}: {len(todo)} generations in {time.time() - t0:.1f}s",
+                  flush=True)
+    records = _with_fluency(_read_jsonl(jsonl), run.model.tokenizer)
+    summary = summarize(records, [c.key for c in conds], cfg.gate)
     atomic_write_json(out / "summary.json", summary)
     summary["charts"] = [str(p) for p in plot_sweep(summary, out, png=cfg.png)]
     return summary
-
-
-def _mean(xs: list[float]) -> float | None:
-    xs = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
-    return statistics.fmean(xs) if xs else None
-
-
-def _median(xs: list[float]) -> float | None:
-    xs = [x for x in xs if x is not None]
-    return statistics.median(xs) if xs else None
-
-
-def summarize(records: list[dict], keys: list[str] | None = None) -> dict[str, Any]:
-    """Per condition: n, concept rate, task rate, perplexity (median / mean), distinct-n."""
-    by: dict[str, list[dict]] = {}
-    for r in records:
-        by.setdefault(r["key"], []).append(r)
-    order = [k for k in (keys or []) if k in by] + sorted(k for k in by if k not in (keys or []))
-    rows = []
-    for k in order:
-        rs = by[k]
-        rows.append({
-            "key": k, "method": rs[0]["method"], "features": rs[0]["features"],
-            "strength": rs[0]["strength"], "n": len(rs),
-            "concept_rate": _mean([r["concept"] for r in rs]),
-            "task_rate": _mean([r["task"] for r in rs]),
-            "perplexity_median": _median([r["perplexity"] for r in rs]),
-            "perplexity_mean": _mean([r["perplexity"] for r in rs]),
-            "text_perplexity_median": _median([r.get("text_perplexity") for r in rs]),
-            "distinct_2": _mean([r["distinct_2"] for r in rs]),
-            "seeds": sorted({r["seed"] for r in rs}),
-        })
-    return {"conditions": rows}
-
-
-def best_condition(
-    summary: dict[str, Any],
-    method: str,
-    *,
-    metric: str = "concept_rate",
-    max_ppl_ratio: float | None = 2.0,
-    fluency: str = "perplexity",
-    min_distinct_ratio: float | None = None,
-) -> dict[str, Any] | None:
-    """The condition of `method` with the highest `metric` whose median `fluency` ("perplexity":
-    given the prompt, or "text_perplexity": the text alone) stays within `max_ppl_ratio` x the
-    unsteered one (None: no fluency bound) and whose distinct-2 stays above `min_distinct_ratio`
-    x the unsteered one (a model stuck in a loop has a low perplexity: only distinct-n sees it).
-    None if nothing qualifies."""
-    if fluency not in ("perplexity", "text_perplexity"):
-        raise SteeringError(f"fluency must be 'perplexity' or 'text_perplexity', got {fluency!r}")
-    col = f"{fluency}_median"
-    rows = summary["conditions"]
-    base = next((r for r in rows if r["method"] == "none"), None)
-    limit = None
-    if max_ppl_ratio is not None and base is not None and base.get(col) is not None:
-        limit = max_ppl_ratio * base[col]
-    floor = None
-    if min_distinct_ratio is not None and base is not None and base.get("distinct_2") is not None:
-        floor = min_distinct_ratio * base["distinct_2"]
-    ok = [
-        r for r in rows
-        if r["method"] == method and r[metric] is not None
-        and (limit is None or (r.get(col) is not None and r[col] <= limit))
-        and (floor is None or (r.get("distinct_2") is not None and r["distinct_2"] >= floor))
-    ]
-    return max(ok, key=lambda r: (r[metric], -(r["strength"] or 0))) if ok else None
-
-
-def format_summary(summary: dict[str, Any]) -> str:
-    head = f"{'condition':<28} {'n':>4} {'concept':>8} {'task':>6} {'ppl(med)':>9} {'text ppl':>9} {'dist-2':>7}"
-    lines = [head, "-" * len(head)]
-
-    def f(x: float | None, w: int, p: int = 2) -> str:
-        return f"{x:>{w}.{p}f}" if x is not None else f"{'-':>{w}}"
-
-    for r in summary["conditions"]:
-        lines.append(f"{r['key']:<28} {r['n']:>4} {f(r['concept_rate'], 8)} {f(r['task_rate'], 6)} "
-                     f"{f(r['perplexity_median'], 9, 1)} {f(r.get('text_perplexity_median'), 9, 1)} "
-                     f"{f(r['distinct_2'], 7)}")
-    return "\n".join(lines)
 
 
 def sweep_figure(summary: dict[str, Any]) -> Any:

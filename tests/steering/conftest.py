@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 
@@ -30,3 +32,20 @@ def relu_sae():
 @pytest.fixture
 def topk_sae():
     return make_sae("topk", seed=1)
+
+
+def emit_dashes(monkeypatch: pytest.MonkeyPatch, tokenizer) -> list[int]:
+    """Make every generated reply `I` and a run of dashes, as KV-cached decoding did under
+    transformers 5.24, whatever version is installed. Returns the batch sizes generated."""
+    G = importlib.import_module("steering.generate")  # `steering.generate` is the function
+
+    first = tokenizer.encode("I", add_special_tokens=False)[0]
+    dash = tokenizer.encode("----", add_special_tokens=False)[0]
+    batches: list[int] = []
+
+    def dashes(model, rows, seeds, cfg, after_cols=None):
+        batches.append(len(rows))
+        return [[first] + [dash] * (cfg.max_new_tokens - 1) for _ in rows]
+
+    monkeypatch.setattr(G, "sample_rows", dashes)
+    return batches

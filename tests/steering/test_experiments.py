@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import math
+from importlib.metadata import version
 
 import pytest
 
 import sae as saelib
 from app.cli import main
 from steering import SteeringError
-from steering.experiments import CAAConfig, SweepConfig, run_sweep
+from steering.experiments import CAAConfig, SweepConfig, best_condition, format_summary, run_sweep
+from steering.fluency import DegenerateTextError
 from steering.metrics import perplexity
-from tests.steering.conftest import HOOK, make_sae
+from steering.summary import NoEffect
+from tests.steering.conftest import HOOK, emit_dashes, make_sae
 
 PROMPTS = ["Say hi."]
 
@@ -44,6 +47,8 @@ def test_sweep_writes_records_resumes_and_guards_settings(model, tmp_path) -> No
     assert r["text_perplexity"] > 1 and r["text_perplexity"] != r["perplexity"]
     rows = {c["key"]: c for c in summary["conditions"]}
     assert rows["unsteered"]["n"] == len(PROMPTS)
+    assert rows["unsteered"]["fluent"] and rows["unsteered"]["gate"]["passed"]  # else the sweep would have stopped
+    assert {"words", "repeat_run"} <= set(r) and "fluent" in format_summary(summary)
     assert any(p.endswith("sweep.html") for p in summary["charts"])
     assert any(p.endswith("sweep.png") for p in summary["charts"])
 
@@ -101,22 +106,61 @@ def test_cli_steer_and_sweep(model, tmp_path, monkeypatch, capsys) -> None:
     assert len((tmp_path / "out" / "generations.jsonl").read_text().splitlines()) == 1
 
 
-def test_best_condition_bounds_fluency_and_loops() -> None:
-    from steering.experiments import best_condition
+def _row(key, method, strength, rate, ppl, text_ppl, fluent=True):
+    return {"key": key, "method": method, "strength": strength, "n": 10, "concept_rate": rate, "task_rate": None,
+            "perplexity_median": ppl, "text_perplexity_median": text_ppl, "distinct_2": 0.9, "fluent": fluent}
 
-    def row(key, method, strength, rate, ppl, text_ppl, d2):
-        return {"key": key, "method": method, "strength": strength, "concept_rate": rate, "perplexity_median": ppl,
-                "text_perplexity_median": text_ppl, "distinct_2": d2}
 
+def test_best_condition_needs_the_gate_and_bounds_perplexity() -> None:
     summary = {"conditions": [
-        row("unsteered", "none", None, 0.0, 2.0, 5.0, 0.9),
-        row("a", "clamp", 2, 0.3, 3.0, 6.0, 0.85),
-        row("b", "clamp", 4, 0.7, 9.0, 9.0, 0.6),   # off-topic for the prompt, fluent as text
-        row("c", "clamp", 8, 0.9, 3.5, 4.0, 0.3),   # a loop: low perplexity, few distinct bigrams
+        _row("unsteered", "none", None, 0.0, 2.0, 5.0),
+        _row("a", "clamp", 2, 0.3, 3.0, 6.0),
+        _row("b", "clamp", 4, 0.7, 9.0, 9.0),   # off-topic for the prompt, fluent as text
+        _row("c", "clamp", 8, 0.9, 3.5, 4.0, fluent=False),   # a loop: low perplexity, fails the gate
     ]}
-    assert best_condition(summary, "clamp")["key"] == "c"
-    assert best_condition(summary, "clamp", min_distinct_ratio=0.6)["key"] == "a"
-    assert best_condition(summary, "clamp", fluency="text_perplexity", min_distinct_ratio=0.6)["key"] == "b"
-    assert best_condition(summary, "caa") is None
+    assert best_condition(summary, "clamp")["key"] == "a"
+    assert best_condition(summary, "clamp", fluency="text_perplexity")["key"] == "b"
+    assert best_condition(summary, "clamp", max_ppl_ratio=None)["key"] == "b"
+    assert best_condition(summary, "caa") is None  # not in the sweep: nothing to say
     with pytest.raises(SteeringError, match="fluency"):
         best_condition(summary, "clamp", fluency="vibes")
+
+
+@pytest.mark.parametrize(("rates", "why"), [
+    ((0.3, 0.3, 0.3), "above the unsteered 30%"),   # every condition equals unsteered
+    ((0.0, 0.0, 0.0), "above the unsteered 0%"),    # all zero
+    ((0.3, 0.1, 0.2), "above the unsteered 30%"),   # steering only lowered it
+])
+def test_a_sweep_that_moves_nothing_is_no_effect(rates, why) -> None:
+    base, *steered = rates
+    summary = {"conditions": [_row("unsteered", "none", None, base, 2.0, 5.0)]
+               + [_row(f"clamp|1|{s}", "clamp", s, r, 2.0, 5.0) for s, r in zip((1, 2), steered, strict=True)]}
+    best = best_condition(summary, "clamp")
+    assert isinstance(best, NoEffect) and not best and why in str(best)
+    assert "clamp: no effect found" in format_summary(summary)
+    summary["conditions"][1]["concept_rate"] = base + 0.05  # one more mention is an effect
+    assert best_condition(summary, "clamp")["key"] == "clamp|1|1"
+
+
+def test_no_effect_when_only_degenerate_conditions_score() -> None:
+    summary = {"conditions": [_row("unsteered", "none", None, 0.0, 2.0, 5.0),
+                              _row("clamp|1|8", "clamp", 8, 0.9, 2.0, 5.0, fluent=False)]}
+    best = best_condition(summary, "clamp")
+    assert isinstance(best, NoEffect) and "none of the 1 clamp conditions passes the fluency gate" in best.reason
+    summary["conditions"][1].update(fluent=True, text_perplexity_median=20.0)
+    best = best_condition(summary, "clamp", fluency="text_perplexity")
+    assert isinstance(best, NoEffect) and "exceed 2x the unsteered text perplexity" in best.reason
+
+
+def test_sweep_stops_before_steering_when_unsteered_text_is_degenerate(model, tmp_path, monkeypatch) -> None:
+    """Simulate the transformers 5.24 failure (every reply `I-----...`) without depending on it."""
+    batches = emit_dashes(monkeypatch, model.tokenizer)
+    cfg = _cfg(tmp_path, prompts=["Say hi.", "Name a colour."], max_new_tokens=16)
+    with pytest.raises(DegenerateTextError) as e:
+        run_sweep(cfg, model=model, sae=make_sae("topk", seed=2), progress=False)
+    msg = str(e.value)
+    assert "unsteered" in msg and "I----" in msg and "scripts/install.sh" in msg
+    assert f"transformers {version('transformers')}" in msg and f"torch {version('torch')}" in msg
+    assert batches == [2]  # the unsteered batch only: no steered condition ran
+    jsonl = tmp_path / "sweep" / "generations.jsonl"
+    assert not jsonl.exists() or not jsonl.read_text().strip()  # nothing degenerate kept for a resume
