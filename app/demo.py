@@ -54,7 +54,7 @@ class DemoConfig:
     candidates: int = 10
     fast_steering: bool = False  # one CAA scale instead of three
     max_new_tokens: int = 48
-    allow_no_effect: bool = False  # report "no effect found" and go on, instead of failing the stage
+    allow_zero_sweep: bool = False  # report a sweep where nothing scored as "no effect" instead of stopping
     device: str | None = None
     seed: int = 0
 
@@ -246,14 +246,14 @@ class Demo:
 
         result = golden_gate(self.model, self.sae, self._experiment("golden_gate", self.cfg.strengths))
         result.pop("summary")  # already in golden_gate/summary.json
-        return result if self.cfg.allow_no_effect else _require_effect(result, "Golden Gate clamp")
+        return _check_sweep(result, "Golden Gate clamp", allow_zero=self.cfg.allow_zero_sweep)
 
     def stage_sycophancy(self) -> dict[str, Any]:
         from steering.demos import sycophancy
 
         result = sycophancy(self.model, self.sae, self._experiment("sycophancy", self.cfg.praise_strengths))
         result.pop("summary")  # already in sycophancy/summary.json
-        return result if self.cfg.allow_no_effect else _require_effect(result, "praise clamp")
+        return _check_sweep(result, "praise clamp", allow_zero=self.cfg.allow_zero_sweep)
 
     def stage_report(self) -> dict[str, Any]:
         from app.report import write_report
@@ -354,11 +354,16 @@ def _checked(summary: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def _require_effect(result: dict[str, Any], what: str) -> dict[str, Any]:
-    """A steering stage shows an effect on fluent text, or fails: the demo's default settings
-    steer on a working install, so "no effect" there (an all-zero sweep included) points at a
-    broken run rather than being a result."""
-    if result.get("no_effect"):
-        raise StageCheckError(f"{what}: {result['no_effect']} (with --allow-no-effect the demo reports "
-                              "this and goes on)", partial=result)
+def _check_sweep(result: dict[str, Any], what: str, *, allow_zero: bool = False) -> dict[str, Any]:
+    """A steering stage shows an effect on fluent text or says plainly that it found none (the
+    report carries its "no effect found" line). A sweep in which no condition, steered or not,
+    scored anything at all is another matter: that is how a broken run looks (the dashes of a
+    mismatched transformers scored 0% everywhere), so it stops the demo unless allowed."""
+    rates = [v for row in result.get("table") or [] for k, v in row.items()
+             if k.endswith("_rate") and v is not None]
+    if result.get("no_effect") and rates and not any(rates) and not allow_zero:
+        raise StageCheckError(
+            f"{what}: every condition, unsteered included, scored 0 ({result['no_effect']}); a sweep "
+            "that measures nothing is not a result. Read the samples in the stage's folder; "
+            "--allow-zero-sweep reports it as no effect and goes on", partial=result)
     return result

@@ -18,8 +18,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k", type=int, default=None, help="active latents per token (TopK)")
     p.add_argument("--analyze-tokens", type=int, default=None, help="tokens for the feature database")
     p.add_argument("--prompts", type=int, default=None, dest="n_prompts", help="prompts per steering condition")
-    p.add_argument("--allow-no-effect", action="store_true", default=None,
-                   help="a steering stage that finds no effect on fluent text is reported, not a failure")
+    p.add_argument("--allow-zero-sweep", action="store_true", default=None,
+                   help="a steering sweep in which no condition scored anything is reported as no effect "
+                        "instead of stopping the demo (a sweep that finds no effect otherwise is always reported)")
     p.add_argument("--device", default=None, help="cpu | cuda | mps (default: best available)")
     p.add_argument("--seed", type=int, default=None)
 
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = {
         k: getattr(args, k)
         for k in ("layer", "cache_tokens", "train_tokens", "d_sae", "k", "analyze_tokens", "n_prompts", "device", "seed",
-                  "allow_no_effect")
+                  "allow_zero_sweep")
         if getattr(args, k) is not None
     }
     cfg = DemoConfig.fast(out_dir=args.out, **overrides) if args.fast else DemoConfig(out_dir=args.out, **overrides)

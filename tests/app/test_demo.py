@@ -9,15 +9,16 @@ import shutil
 import pytest
 
 from app.cli import main
-from app.demo import Demo, StageCheckError, _checked, _require_effect
+from app.demo import Demo, StageCheckError, _check_sweep, _checked
 from tests.steering.conftest import emit_dashes
 
 pytestmark = pytest.mark.slow
 
 STRICT = ["--fast", "--layer", "6", "--cache-tokens", "6000", "--train-tokens", "30000", "--d-sae", "512",
           "--k", "16", "--analyze-tokens", "3000", "--prompts", "2", "--device", "cpu"]
-# An SAE trained on 30k tokens does not steer (its clamps make "ErrorErrorError..."): reported, not failed.
-ARGS = [*STRICT, "--allow-no-effect"]
+# An SAE trained on 30k tokens does not steer (its clamps make "ErrorErrorError..." and may score 0
+# everywhere): reported, not failed.
+ARGS = [*STRICT, "--allow-zero-sweep"]
 
 
 @pytest.fixture(scope="module")
@@ -99,13 +100,20 @@ def test_stage_checks():
     assert _checked({"l0": 16.0, "table": [{"ppl": 2.0, "rate": None}]})
     with pytest.raises(StageCheckError, match=r"table\[1\]\.ppl"):
         _checked({"table": [{"ppl": 2.0}, {"ppl": math.inf}]})
-    with pytest.raises(StageCheckError, match="no effect found") as e:
-        _require_effect({"no_effect": "no effect found: nothing moved", "table": []}, "Golden Gate clamp")
-    assert e.value.partial == {"no_effect": "no effect found: nothing moved", "table": []}
-    assert _require_effect({"no_effect": None, "best_rate": 0.5}, "x")["best_rate"] == 0.5
+    zero = {"no_effect": "no effect found: nothing moved",
+            "table": [{"condition": "unsteered", "concept_rate": 0.0}, {"condition": "clamp|1|2", "concept_rate": 0.0}]}
+    with pytest.raises(StageCheckError, match="scored 0 .*no effect found") as e:
+        _check_sweep(zero, "Golden Gate clamp")
+    assert e.value.partial == zero
+    assert _check_sweep(zero, "x", allow_zero=True) == zero
+    # No effect where something scored (the unsteered rate, or a non-fluent clamp): a plain result.
+    flat = {"no_effect": "no effect found: no fluent clamp condition raised the praise rate above 30%",
+            "table": [{"condition": "unsteered", "praise_rate": 0.3}, {"condition": "clamp|1|2", "praise_rate": 0.3}]}
+    assert _check_sweep(flat, "praise clamp") == flat
+    assert _check_sweep({"no_effect": None, "best_rate": 0.5}, "x")["best_rate"] == 0.5
 
 
-def test_no_effect_fails_the_stage_unless_allowed(run_dir, tmp_path, monkeypatch, capsys):
+def test_an_all_zero_sweep_fails_the_stage_unless_allowed(run_dir, tmp_path, monkeypatch, capsys):
     import steering.demos
 
     table = [{"condition": "unsteered", "concept_rate": 0.0}, {"condition": "clamp|7|2", "concept_rate": 0.0}]
