@@ -19,6 +19,7 @@ _EXPORTS: dict[str, str] = {
     "TrainConfig": "sae.config",
     "EvalConfig": "sae.config",
     "FeaturesConfig": "sae.config",
+    "TokenFilterConfig": "sae.config",
     "ConfigError": "sae.config",
     "load_config": "sae.config",
     "save_config": "sae.config",
@@ -53,6 +54,11 @@ _EXPORTS: dict[str, str] = {
     "ActivationStore": "sae.store",
     "StoreError": "sae.store",
     "ActivationExtractor": "sae.extract",
+    # which positions count (special tokens, norm outliers): one filter for every stage
+    "TokenFilter": "sae.token_filter",
+    "TokenMask": "sae.token_filter",
+    "filter_tokens": "sae.token_filter",
+    "is_residual_hook": "sae.token_filter",
     # SAEs
     "SparseAutoencoder": "sae.architectures.base",
     "ForwardOutput": "sae.architectures.base",
@@ -73,6 +79,11 @@ _EXPORTS: dict[str, str] = {
     "FeatureDBError": "sae.features.db",
     "text_activations": "sae.features.activations",
     "TextActivations": "sae.features.activations",
+    # logit lens: what a direction writes, through the final norm's weight and W_U
+    "unembedding": "sae.features.lens",
+    "lens_logits": "sae.features.lens",
+    "feature_lens": "sae.features.lens",
+    "LogitLens": "sae.features.lens",
     # writing files (temp, fsync, rename, fsync the folder)
     "atomic_write_bytes": "sae.atomic_io",
     "atomic_write_text": "sae.atomic_io",

@@ -89,8 +89,8 @@ def cache_fingerprint(cfg: CacheConfig, rows_per_shard: int) -> str:
         "data": data,
         "dtype": str(_storage_dtype(cfg.dtype)),
         "rows_per_shard": rows_per_shard,
-        "exclude_special_tokens": cfg.exclude_special_tokens,
-        "max_norm_ratio": cfg.max_norm_ratio,
+        "exclude_special_tokens": cfg.token_filter.exclude_special_tokens,
+        "max_norm_ratio": cfg.token_filter.max_norm_ratio,
     }
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -217,8 +217,7 @@ def build_cache(cfg: CacheConfig, model: Any = None, progress: bool = True) -> P
         extractor = ActivationExtractor(
             model,
             cfg.hooks,
-            exclude_special_tokens=cfg.exclude_special_tokens,
-            max_norm_ratio=cfg.max_norm_ratio,
+            **to_dict(cfg.token_filter),
             engine=cfg.engine,
             extra_special_ids=[bos, sep],
         )

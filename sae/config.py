@@ -58,6 +58,15 @@ class DataConfig:
 
 
 @dataclass
+class TokenFilterConfig:
+    """Which positions an SAE sees (`sae.token_filter`): one setting for every stage that reads
+    activations, so evaluation and the feature database see what the cache trained on."""
+
+    exclude_special_tokens: bool = True  # BOS / separators: massive-norm outliers in residual streams
+    max_norm_ratio: float | None = 10.0  # drop tokens whose norm exceeds this x their row's median
+
+
+@dataclass
 class CacheConfig:
     """An activation-caching run: model x text x hooks -> shards + manifest."""
 
@@ -69,8 +78,7 @@ class CacheConfig:
     dtype: str = "float32"  # storage dtype of activations: float32 | bfloat16 | float16
     batch_size: int = 32  # context rows per forward pass
     shard_tokens: int = 65_536  # tokens (kept or not) per shard
-    exclude_special_tokens: bool = True  # BOS / separators are outliers in residual streams
-    max_norm_ratio: float | None = 10.0  # drop tokens whose norm exceeds this x their row's median
+    token_filter: TokenFilterConfig = field(default_factory=TokenFilterConfig)
     seed: int = 0
     engine: str = "auto"  # auto: plain HF forward with hooks (checked against the bridge) | bridge
 
@@ -90,8 +98,7 @@ class StoreConfig:
     verify: bool = True  # sha256-check each cache shard the first time it is read
     # on-the-fly (from_model) only; a cache applies its own filters when written
     model_batch_size: int = 32  # context rows per forward pass
-    exclude_special_tokens: bool = True
-    max_norm_ratio: float | None = 10.0
+    token_filter: TokenFilterConfig = field(default_factory=TokenFilterConfig)
 
 
 @dataclass
@@ -165,8 +172,7 @@ class EvalConfig:
     ce_batches: int = 8  # context rows batches for CE / KL with the SAE spliced in (0: skip CE)
     ce_batch_size: int = 8  # rows per model forward in the CE pass (logits are rows x T x vocab)
     skip_rows: int | None = None  # rows of the text stream to skip for CE; None: those the cache used
-    exclude_special_tokens: bool = True  # never splice BOS/separators (massive-norm outliers)
-    max_norm_ratio: float | None = 10.0  # never splice tokens above this x the batch median norm
+    token_filter: TokenFilterConfig = field(default_factory=TokenFilterConfig)  # never spliced in
     batch_size: int = 4096
     dense_threshold: float = 0.1
     save_png: bool = True  # density histogram as PNG too (kaleido + Chromium); HTML always
@@ -195,8 +201,7 @@ class FeaturesConfig:
     data: DataConfig = field(default_factory=DataConfig)
     device: str | None = None
     seed: int = 0
-    exclude_special_tokens: bool = True  # BOS / separators: outliers the SAE was not trained on
-    max_norm_ratio: float | None = 10.0  # skip tokens whose norm exceeds this x the batch median
+    token_filter: TokenFilterConfig = field(default_factory=TokenFilterConfig)  # not analysed
     cooccurrence: bool = True  # count co-occurring latents (d_sae^2 int32 counts in memory)
     overwrite: bool = False  # replace an existing database at out_path
 
@@ -264,11 +269,31 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
+_FLAT_FILTER_KEYS = ("exclude_special_tokens", "max_norm_ratio")
+
+
+def _nest_filter_keys(names: set[str], data: dict[str, Any]) -> dict[str, Any]:
+    """Configs written before `token_filter` was nested (saved configs, manifests, `key=value`
+    overrides) keep loading: their top-level filter keys move into it, and win over it."""
+    flat = {k: data[k] for k in _FLAT_FILTER_KEYS if k in data}
+    if "token_filter" not in names or not flat:
+        return data
+    nested = data.get("token_filter") or {}
+    if dataclasses.is_dataclass(nested):
+        nested = dataclasses.asdict(nested)  # type: ignore[arg-type]
+    if not isinstance(nested, dict):
+        return data  # from_dict reports the malformed value
+    out = {k: v for k, v in data.items() if k not in flat}
+    out["token_filter"] = {**nested, **flat}
+    return out
+
+
 def from_dict(cls: type[T], data: dict[str, Any], where: str | None = None) -> T:
     """Build a config dataclass from a dict, rejecting unknown keys with the valid ones."""
     where = where or cls.__name__
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    data = _nest_filter_keys(names, data)
     unknown = set(data) - names
     if unknown:
         raise ConfigError(

@@ -52,8 +52,9 @@ from sae.metrics import (
 
 if TYPE_CHECKING:
     from sae.architectures.base import SparseAutoencoder
+    from sae.token_filter import TokenFilter
 
-__all__ = ["EvalResult", "evaluate", "load_eval", "position_mask", "save_density_plot", "splice_ce"]
+__all__ = ["EvalResult", "evaluate", "load_eval", "save_density_plot", "splice_ce"]
 
 log = logging.getLogger(__name__)
 
@@ -246,37 +247,17 @@ def _same_dir(a: str | None, b: str | None) -> bool:
     return a is not None and b is not None and Path(a).resolve() == Path(b).resolve()
 
 
-def position_mask(
-    tokens_BT: Tensor, acts_BTD: Tensor, special_ids: Tensor | None, max_norm_ratio: float | None
-) -> tuple[Tensor, int, int]:
-    """(mask of ordinary positions [B, T], n special, n norm outliers), the cache's filter
-    (`sae.extract`): special tokens, then norms above `max_norm_ratio` x their ROW's median."""
-    special = torch.zeros_like(tokens_BT, dtype=torch.bool)
-    if special_ids is not None and special_ids.numel():
-        special = torch.isin(tokens_BT, special_ids.to(tokens_BT.device))
-    ok = ~special
-    outlier = torch.zeros_like(ok)
-    if max_norm_ratio is not None:
-        norms = torch.linalg.vector_norm(acts_BTD, dim=-1, dtype=torch.float32)
-        median_B = norms.masked_fill(~ok, float("nan")).nanmedian(dim=1).values
-        outlier = ok & (
-            norms > max_norm_ratio * median_B[:, None]
-        )  # NaN median (all special): none
-    return ok & ~outlier, int(special.sum()), int(outlier.sum())
-
-
-def _special_ids(model: Any, hook: str, cfg: EvalConfig) -> Tensor | None:
-    """Special-token ids to keep unspliced; like the cache, only residual-stream hooks drop them."""
+def _token_filter(model: Any, hook: str, cfg: EvalConfig) -> TokenFilter:
+    """The cache's filter at `hook`, with the data's BOS and separator counted as special too."""
     from sae.data import special_ids
-    from sae.model import is_residual_hook, special_token_ids
+    from sae.token_filter import TokenFilter
 
-    canonical = getattr(model.hook_dict.get(hook), "name", None) or hook
-    if not cfg.exclude_special_tokens or not (
-        is_residual_hook(hook) or is_residual_hook(canonical)
-    ):
-        return None
-    ids = set(special_token_ids(model)) | set(special_ids(model.tokenizer, cfg.data))
-    return torch.tensor(sorted(ids), dtype=torch.long)
+    return TokenFilter(
+        model,
+        hook,
+        **to_dict(cfg.token_filter),
+        extra_special_ids=special_ids(model.tokenizer, cfg.data),
+    )
 
 
 def _model_batches(model: Any, sae: SparseAutoencoder, cfg: EvalConfig) -> Iterator[Tensor]:
@@ -287,8 +268,7 @@ def _model_batches(model: Any, sae: SparseAutoencoder, cfg: EvalConfig) -> Itera
     extractor = ActivationExtractor(
         model,
         [sae.cfg.hook_name],
-        exclude_special_tokens=cfg.exclude_special_tokens,
-        max_norm_ratio=cfg.max_norm_ratio,
+        **to_dict(cfg.token_filter),
         extra_special_ids=list(special_ids(model.tokenizer, cfg.data)),
     )
     hook = extractor.hooks[0]
@@ -381,7 +361,7 @@ def splice_ce(
     from sae.model import validate_hook
 
     hook = validate_hook(model, sae.cfg.hook_name)
-    special = _special_ids(model, hook, cfg)
+    token_filter = _token_filter(model, hook, cfg)
     device = next(model.parameters()).device
     sums = {"clean": 0.0, "sae": 0.0, "zero": 0.0, "kl_sae": 0.0, "kl_zero": 0.0}
     n_pred = n_pos = n_rows = n_spliced = n_special = n_outlier = 0
@@ -398,8 +378,9 @@ def splice_ce(
                 f"hook {hook!r} never fired during the forward pass; is it a hook of this model?"
             )
         _check_width(math.prod(captured["act"].shape[2:]), sae)  # [B, T, ...]
-        mask_BT, n_s, n_o = position_mask(tokens, captured["act"], special, cfg.max_norm_ratio)
-        mask = mask_BT[..., None]
+        kept = token_filter(tokens, captured["act"])
+        mask_BT = kept.keep
+        mask = mask_BT.view(*mask_BT.shape, *[1] * (captured["act"].dim() - 2))
 
         def splice(act: Tensor, hook: Any, mask: Tensor = mask) -> Tensor:
             flat = act.reshape(-1, sae.d_in).to(sae.device, sae.dtype)
@@ -421,8 +402,8 @@ def splice_ce(
         n_pred += tokens.shape[0] * (tokens.shape[1] - 1)
         n_pos += tokens.numel()
         n_spliced += int(mask_BT.sum())
-        n_special += n_s
-        n_outlier += n_o
+        n_special += kept.n_special
+        n_outlier += kept.n_outlier
     if n_rows == 0:
         raise ValueError("the CE pass got no token rows; give tokens= or a data source with text")
     ce = {k: sums[k] / n_pred for k in ("clean", "sae", "zero")}

@@ -1,8 +1,8 @@
 """Run a model on token rows and collect the activations of TransformerLens hooks, fast.
 
 `ActivationExtractor` is what both the cache and the on-the-fly store use. It runs the model only
-as far as the deepest requested hook, for any number of hooks in one pass, and filters outliers
-(special tokens for residual hooks; tokens far above their row's median norm).
+as far as the deepest requested hook, for any number of hooks in one pass, and keeps the positions
+`sae.token_filter` keeps (special tokens for residual hooks; tokens far above their row's median norm).
 
 Two engines give the same numbers:
 
@@ -26,7 +26,8 @@ from typing import Any
 
 import torch
 
-from sae.model import HookError, is_residual_hook, special_token_ids, stop_layer, validate_hook
+from sae.model import HookError, stop_layer, validate_hook
+from sae.token_filter import TokenFilter
 
 log = logging.getLogger(__name__)
 
@@ -124,19 +125,14 @@ class ActivationExtractor:
             raise HookError("no hooks requested; pass at least one (e.g. blocks.15.hook_resid_post)")
         if engine not in ENGINES:
             raise ValueError(f"engine {engine!r} must be one of {ENGINES}")
-        if max_norm_ratio is not None and max_norm_ratio <= 1:
-            raise ValueError(f"max_norm_ratio must be > 1 (or None to keep all), got {max_norm_ratio}")
         self.model = model
         self.hooks = [validate_hook(model, h) for h in dict.fromkeys(hooks)]
         self.stop_at = stop_layer(self.hooks, model)
         self.max_norm_ratio = max_norm_ratio
-        specials = set(special_token_ids(model)) | set(extra_special_ids or [])
-        self.special_ids = torch.tensor(sorted(specials), dtype=torch.long)
-        self.exclude_special = {
-            h: exclude_special_tokens
-            and (is_residual_hook(h) or is_residual_hook(model.hook_dict[h].name or h))
-            for h in self.hooks
-        }
+        settings = {"exclude_special_tokens": exclude_special_tokens, "max_norm_ratio": max_norm_ratio,
+                    "extra_special_ids": extra_special_ids or []}
+        self.filters = {h: TokenFilter(model, h, **settings) for h in self.hooks}
+        self.special_ids = self.filters[self.hooks[0]].all_special_ids
         self.engine = engine
         self._fast: dict[str, tuple[Any, str]] | None = None
         self._fast_model: Any = None
@@ -251,21 +247,12 @@ class ActivationExtractor:
         """Kept activations (on CPU, `out_dtype`), keep masks and drop counts, per hook."""
         raw = self.raw(tokens_BT)
         tokens_BT = tokens_BT.to(self.device)
-        special_BT = torch.isin(tokens_BT, self.special_ids.to(tokens_BT.device))
         res = Extracted({}, {}, {}, {})
         for h in self.hooks:
-            acts_BTD = raw[h]
-            keep_BT = ~special_BT if self.exclude_special[h] else torch.ones_like(special_BT)
-            res.n_dropped_special[h] = int(special_BT.sum()) if self.exclude_special[h] else 0
-            n_norm = 0
-            if self.max_norm_ratio is not None:
-                norms_BT = torch.linalg.vector_norm(acts_BTD, dim=-1, dtype=torch.float32)
-                median_B = norms_BT.masked_fill(~keep_BT, float("nan")).nanmedian(dim=1).values
-                outlier_BT = keep_BT & (norms_BT > self.max_norm_ratio * median_B[:, None])
-                n_norm = int(outlier_BT.sum())
-                keep_BT = keep_BT & ~outlier_BT
-            res.n_dropped_norm[h] = n_norm
-            kept = acts_BTD[keep_BT]
+            mask = self.filters[h](tokens_BT, raw[h])
+            res.n_dropped_special[h] = mask.n_special
+            res.n_dropped_norm[h] = mask.n_outlier
+            kept = raw[h][mask.keep]
             res.acts[h] = kept.to("cpu", out_dtype or kept.dtype)
-            res.keep[h] = keep_BT.cpu()
+            res.keep[h] = mask.keep.cpu()
         return res

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from sae.config import DataConfig, StoreConfig
+from sae.config import DataConfig, StoreConfig, to_dict
 from sae.data import special_ids, token_rows
 from sae.extract import ActivationExtractor
 from sae.shards import StoreError
@@ -31,8 +31,7 @@ class ModelSource:
         self.extractor = ActivationExtractor(
             model,
             [hook],
-            exclude_special_tokens=cfg.exclude_special_tokens,
-            max_norm_ratio=cfg.max_norm_ratio,
+            **to_dict(cfg.token_filter),
             extra_special_ids=[bos, sep],
         )
         self.hook = self.extractor.hooks[0]

@@ -123,15 +123,6 @@ def resid_hook(layer: int, where: str = "post") -> str:
     return f"blocks.{layer}.hook_resid_{where}"
 
 
-def is_residual_hook(hook: str) -> bool:
-    """Hooks on the residual stream or writing into it, where special tokens carry outliers.
-
-    Residual hooks (`hook_resid_*`, a block's `hook_in` / `hook_out`) hold the massive
-    activations of BOS and other sinks; the attention and MLP outputs that write them
-    (`hook_attn_out`, `hook_mlp_out`, `attn.hook_out`, `mlp.hook_out`) carry them too."""
-    return "resid" in hook or hook.endswith(("_out", ".hook_in"))
-
-
 def validate_hook(model: TransformerBridge, hook: str) -> str:
     """Return the hook if the model has it; else raise with the nearest valid names."""
     hooks = model.hook_dict

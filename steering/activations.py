@@ -105,19 +105,6 @@ def hook_activations(
     return got
 
 
-def keep_mask(ids_BS: Tensor, attention_mask: Tensor, acts_BSD: Tensor, special_ids: Sequence[int],
-              max_norm_ratio: float | None = 10.0) -> Tensor:
-    """Bool [B, S]: real, non-special tokens whose norm is not a massive-activation outlier."""
-    keep = attention_mask.bool()
-    if special_ids:
-        keep &= ~torch.isin(ids_BS, torch.tensor(list(special_ids), device=ids_BS.device))
-    if max_norm_ratio is not None and bool(keep.any()):
-        norms = acts_BSD.float().norm(dim=-1)
-        med = norms[keep].median()
-        keep &= norms <= max_norm_ratio * med
-    return keep
-
-
 @torch.no_grad()
 def encode_acts(sae: SparseAutoencoder, acts_ND: Tensor, chunk: int = 4096) -> Tensor:
     out = []
@@ -152,8 +139,8 @@ def max_activations(
     """Each feature's maximum activation: from a feature DB when given, else a quick scan.
 
     The scan runs `n_tokens` of the builtin corpus (or `texts`) through the model once per
-    SAE (cached on the SAE object), skipping special tokens and massive-activation outliers
-    the way the activation cache does, so "max" means the same thing as in the DB.
+    SAE (cached on the SAE object), through the activation cache's token filter
+    (`sae.TokenFilter`), so "max" means the same thing as in the DB.
     """
     if db is not None:
         fdb = _open_db(db)
@@ -190,14 +177,14 @@ def _scan(model: TransformerBridge, sae: SparseAutoencoder, n_tokens: int, batch
                 break
     if not rows:
         raise SteeringError("the max-activation scan found no text; pass a feature DB (feature_db=...)")
-    special = saelib.special_token_ids(model)
+    token_filter = saelib.TokenFilter(model, hook)
     device = model_device(model)
     best = torch.zeros(int(sae.W_dec.shape[0]))
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
     for i in range(0, len(rows), batch_size):
         ids, mask = pad_left(rows[i : i + batch_size], pad_id, device)
         acts = hook_activations(model, ids, [hook], mask)[hook]
-        keep = keep_mask(ids, mask, acts, special)
+        keep = token_filter(ids, acts, mask).keep
         codes = encode_acts(sae, acts[keep])
         if codes.shape[0]:
             best = torch.maximum(best, codes.max(dim=0).values)
@@ -253,7 +240,7 @@ def prompt_set_activations(
             starts.append(at + len(header))  # type: ignore[arg-type]
         else:
             starts.append(0)
-    special = saelib.special_token_ids(model)
+    token_filter = saelib.TokenFilter(model, hook)
     device = model_device(model)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
     out: list[PromptActs] = []
@@ -261,7 +248,7 @@ def prompt_set_activations(
         chunk = rows[i : i + batch_size]
         ids, mask = pad_left(chunk, pad_id, device)
         acts = hook_activations(model, ids, [hook], mask)[hook]
-        keep = keep_mask(ids, mask, acts, special)
+        keep = token_filter(ids, acts, mask).keep
         P = ids.shape[1]
         for b, r in enumerate(chunk):
             pad = P - len(r)

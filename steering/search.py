@@ -4,7 +4,8 @@
 - `contrastive_features`: mean activation on a positive set minus a negative set, ranked,
   each with its top examples (from a feature DB, else from the positive prompts).
 - `output_features`: features whose decoder direction promotes given tokens through the
-  final norm and the unembedding (the logit lens of W_dec[i]).
+  final norm and the unembedding (the logit lens of W_dec[i], `sae.feature_lens`: the same
+  lens the feature database and the explorer show).
 - `output_score`: after Arad et al. (2025), "SAEs are good for steering, if you select the
   right features": clamp the feature high on neutral prompts and measure how much next-token
   probability its own top logit-lens tokens gain. Input-only features score ~0.
@@ -25,7 +26,6 @@ from steering.activations import (
     _open_db,
     encode_acts,
     hook_activations,
-    keep_mask,
     model_device,
     pad_left,
     prompt_set_activations,
@@ -109,7 +109,7 @@ def top_features(
     ids_t = torch.tensor([ids], device=device)
     mask = torch.ones_like(ids_t)
     acts = hook_activations(model, ids_t, [h], mask)[h]
-    keep = keep_mask(ids_t, mask, acts, saelib.special_token_ids(model))[0]
+    keep = saelib.TokenFilter(model, h)(ids_t, acts, mask).keep[0]
     cols = [
         j for j in range(len(ids))
         if bool(keep[j]) and (span is None or (offsets[j][1] > span[0] and offsets[j][0] < span[1]))
@@ -232,25 +232,6 @@ def _attach_examples(model: TransformerBridge, sae: SparseAutoencoder, hits: lis
 # --------------------------------------------------------------------------- by output
 
 
-def unembedding(model: TransformerBridge) -> Tensor:
-    """The effective unembedding [d_model, vocab]: W_U with the final norm's gain folded in."""
-    hf = model.original_model
-    W_U = hf.get_output_embeddings().weight.detach().T  # [d, V]
-    gain = None
-    for path in ("model.norm", "transformer.ln_f", "gpt_neox.final_layer_norm", "model.final_layernorm"):
-        mod: Any = hf
-        for part in path.split("."):
-            mod = getattr(mod, part, None)
-            if mod is None:
-                break
-        if mod is not None and getattr(mod, "weight", None) is not None:
-            gain = mod.weight.detach()
-            break
-    if gain is not None and gain.shape[0] == W_U.shape[0]:
-        W_U = gain[:, None] * W_U
-    return W_U.float()
-
-
 def _token_ids(tok: Any, tokens: str | Sequence[str | int]) -> list[int]:
     items = [tokens] if isinstance(tokens, str) else list(tokens)
     out: list[int] = []
@@ -269,14 +250,12 @@ def _token_ids(tok: Any, tokens: str | Sequence[str | int]) -> list[int]:
 
 @torch.no_grad()
 def logit_lens(model: TransformerBridge, sae: SparseAutoencoder, feature: int, k: int = 10) -> list[tuple[str, float]]:
-    """The tokens a feature's decoder direction promotes most (centred logit effect)."""
-    W_U = unembedding(model)
-    d = sae.W_dec[feature].detach().float().to(W_U.device)
-    eff = d @ W_U
-    eff = eff - eff.mean()
-    vals, idx = eff.topk(k)
+    """The tokens a feature's decoder direction promotes most: the feature database's lens."""
+    import sae as saelib
+
+    lens = saelib.feature_lens(model, sae.W_dec[int(feature)][None], n=k)
     tok = model.tokenizer
-    return [(tok.decode([i]), v) for i, v in zip(idx.tolist(), vals.tolist(), strict=True)]
+    return [(tok.decode([i]), v) for i, v in zip(lens.top_ids[0].tolist(), lens.top_vals[0].tolist(), strict=True)]
 
 
 @torch.no_grad()
@@ -287,15 +266,18 @@ def output_features(
     *,
     k: int = 20,
 ) -> list[FeatureHit]:
-    """Features whose (unit) decoder direction raises the logits of `tokens` the most,
-    relative to their mean effect over the vocabulary."""
-    W_U = unembedding(model)
+    """Features whose (unit) decoder direction raises the logits of `tokens` the most through
+    the logit lens, relative to their mean effect over the vocabulary."""
+    import sae as saelib
+
+    W_U, norm_w, centre = saelib.unembedding(model)
     ids = _token_ids(model.tokenizer, tokens)
-    W = sae.W_dec.detach().float().to(W_U.device)
+    W = sae.W_dec.detach().float()
     W = W / W.norm(dim=1, keepdim=True).clamp(min=1e-8)
-    target = (W @ W_U[:, ids]).mean(1)  # [F]
-    centre = W @ W_U.mean(1)
-    score = target - centre
+    target = saelib.lens_logits(W, W_U[:, ids], norm_w, centre).mean(1)  # [F]
+    # The lens is linear, so the mean over the vocabulary is the lens of W_U's mean column.
+    mean = saelib.lens_logits(W, W_U.float().mean(1, keepdim=True), norm_w, centre)[:, 0]
+    score = (target - mean).cpu()
     vals, idx = score.topk(min(k, score.numel()))
     return [FeatureHit(f, v, {"target_logit": float(target[f])}) for f, v in zip(idx.tolist(), vals.tolist(), strict=True)]
 
@@ -340,7 +322,6 @@ def output_score(
     tok = model.tokenizer
     prompts = list(prompts or NEUTRAL_PROMPTS[:5])
     rows = [render(tok, p, chat=chat) for p in prompts]
-    W_U = unembedding(model)
     tracker = tracker_for(model)
     was = tracker.explicit
     tracker.explicit = True
@@ -351,12 +332,7 @@ def output_score(
         scores: dict[int, float] = {}
         fixed = torch.tensor(_token_ids(tok, concept_tokens), device=base.device) if concept_tokens else None
         for f in features:
-            if fixed is not None:
-                top = fixed
-            else:
-                d = sae.W_dec[int(f)].detach().float().to(W_U.device)
-                eff = d @ W_U
-                top = (eff - eff.mean()).topk(n_tokens).indices.to(base.device)
+            top = fixed if fixed is not None else _lens_top_ids(model, sae, int(f), n_tokens).to(base.device)
             iv = FeatureSteering(sae, {int(f): Clamp(strength, unit=unit)}, feature_db=feature_db)  # type: ignore[arg-type]
             with Steering(model, [iv]):
                 steered = next_token_probs(model, rows)
@@ -366,6 +342,12 @@ def output_score(
         tracker.explicit = was
         tracker.reset()
     return scores
+
+
+def _lens_top_ids(model: TransformerBridge, sae: SparseAutoencoder, feature: int, n: int) -> Tensor:
+    import sae as saelib
+
+    return saelib.feature_lens(model, sae.W_dec[feature][None], n=n).top_ids[0]
 
 
 def rank_by_output_score(

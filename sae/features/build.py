@@ -103,7 +103,7 @@ def build_feature_db(
         context = int(read_manifest(cfg.cache_dir)["context_size"])
     n_rows = max(1, math.ceil(cfg.n_tokens / context))
     timer = ForwardTimer()
-    filt = {"exclude_special_tokens": cfg.exclude_special_tokens, "max_norm_ratio": cfg.max_norm_ratio}
+    filt = sae_lib.to_dict(cfg.token_filter)
     if rows is not None:
         batches = model_batches(model, hook, rows, cfg.batch_size, n_rows, timer, **filt)
     elif cfg.cache_dir is not None:

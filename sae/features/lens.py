@@ -10,9 +10,13 @@ chunk x vocab whatever d_sae.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
 
 N_LOGIT_BINS = 40
 
@@ -28,8 +32,17 @@ class LogitLens:
     hist: Tensor  # [F, N_LOGIT_BINS] int64
 
 
-def unembedding(model) -> tuple[Tensor, Tensor | None, bool]:
-    """(W_U [d_model, vocab], final-norm weight [d_model] or None, centre?) of a TransformerBridge."""
+class Unembedding(NamedTuple):
+    """What the lens reads from a model: W_U [d_model, vocab], the final norm's weight [d_model]
+    (None without one) and whether the norm removes the mean (LayerNorm) before scaling."""
+
+    W_U: Tensor
+    norm_w: Tensor | None
+    centre: bool
+
+
+def unembedding(model: TransformerBridge) -> Unembedding:
+    """The lens's view of a TransformerBridge (its `W_U` and `ln_final`, whatever the family)."""
     W_U = model.W_U
     norm_w = None
     ln = getattr(model, "ln_final", None)
@@ -40,7 +53,18 @@ def unembedding(model) -> tuple[Tensor, Tensor | None, bool]:
                 break
     norm_type = str(getattr(model.cfg, "normalization_type", "") or "")
     centre = norm_type.upper().startswith("LN")
-    return W_U.detach(), None if norm_w is None else norm_w.detach(), centre
+    return Unembedding(W_U.detach(), None if norm_w is None else norm_w.detach(), centre)
+
+
+def lens_logits(d_FD: Tensor, W_U: Tensor, norm_w: Tensor | None, centre: bool) -> Tensor:
+    """Logits [F, columns of W_U] of directions through the final norm's weight and W_U (float32,
+    on W_U's device). Pass a column subset of W_U to score a few tokens without the whole vocab."""
+    d = d_FD.float().to(W_U.device)
+    if centre:
+        d = d - d.mean(1, keepdim=True)
+    if norm_w is not None:
+        d = d * norm_w.float().to(d.device)
+    return d @ W_U.float()
 
 
 @torch.no_grad()
@@ -52,23 +76,30 @@ def logit_lens(
     n = min(n, vocab)
     out: dict[str, list[Tensor]] = {k: [] for k in LogitLens.__dataclass_fields__}
     for lo in range(0, F, chunk):
-        d = W_dec[lo : lo + chunk].float().to(W_U.device)
-        if centre:
-            d = d - d.mean(1, keepdim=True)
-        if norm_w is not None:
-            d = d * norm_w.float().to(d.device)
-        logits = d @ W_U  # [chunk, vocab]
+        logits = lens_logits(W_dec[lo : lo + chunk], W_U, norm_w, centre)  # [chunk, vocab]
         tv, ti = logits.topk(n, dim=1)
         bv, bi = logits.topk(n, dim=1, largest=False)
         lo_v, hi_v = torch.aminmax(logits, dim=1)
         per_unit = N_LOGIT_BINS / (hi_v - lo_v).clamp(min=1e-12)
         bins = ((logits - lo_v[:, None]) * per_unit[:, None]).to(torch.int32).clamp_(0, N_LOGIT_BINS - 1)
-        rows = d.shape[0]
-        bins += torch.arange(rows, device=d.device, dtype=torch.int32)[:, None] * N_LOGIT_BINS
+        rows = logits.shape[0]
+        bins += torch.arange(rows, device=logits.device, dtype=torch.int32)[:, None] * N_LOGIT_BINS
         hist = torch.bincount(bins.view(-1), minlength=rows * N_LOGIT_BINS).view(rows, N_LOGIT_BINS)
         for k, v in zip(LogitLens.__dataclass_fields__, (ti, tv, bi, bv, lo_v, hi_v, hist), strict=True):
             out[k].append(v.cpu())
     return LogitLens(**{k: torch.cat(v) for k, v in out.items()})
+
+
+def feature_lens(model: TransformerBridge, W_dec: Tensor, n: int = 10) -> LogitLens:
+    """The logit lens of decoder rows [F, d_model] of `model`: what the feature database stores,
+    for the few features a search or a page asks about."""
+    u = unembedding(model)
+    if W_dec.shape[-1] != u.W_U.shape[0]:
+        raise ValueError(
+            f"the decoder's width {W_dec.shape[-1]} is not the model's d_model {u.W_U.shape[0]}: "
+            "a logit lens needs an SAE on the residual stream of this model"
+        )
+    return logit_lens(W_dec.detach(), *u, n=n)
 
 
 @torch.no_grad()

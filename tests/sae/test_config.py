@@ -9,6 +9,11 @@ import pytest
 from sae.config import (
     CacheConfig,
     ConfigError,
+    EvalConfig,
+    FeaturesConfig,
+    SAEConfig,
+    StoreConfig,
+    TokenFilterConfig,
     TrainConfig,
     from_dict,
     load_config,
@@ -55,3 +60,19 @@ def test_missing_and_malformed_files(tmp_path):
 
 def test_to_dict_is_json_ready():
     json.dumps(to_dict(TrainConfig()))
+
+
+def test_filter_settings_are_one_nested_config_and_flat_keys_still_load(tmp_path):
+    old = tmp_path / "old.yaml"  # written before the settings were nested
+    old.write_text("max_norm_ratio: 5\nexclude_special_tokens: false\n")
+    for cls in (CacheConfig, StoreConfig, EvalConfig, FeaturesConfig):
+        cfg = load_config(cls, old)
+        assert cfg.token_filter == TokenFilterConfig(exclude_special_tokens=False, max_norm_ratio=5.0), cls
+        assert "max_norm_ratio" not in to_dict(cfg) and from_dict(cls, to_dict(cfg)) == cfg
+        # A flat `key=value` override wins over the nested default it lands beside.
+        assert load_config(cls, None, ["max_norm_ratio=null"]).token_filter.max_norm_ratio is None
+        assert load_config(cls, old, ["token_filter.max_norm_ratio=3"]).token_filter.max_norm_ratio == 3.0
+    train = load_config(TrainConfig, None, ["store.max_norm_ratio=4"])
+    assert train.store.token_filter == TokenFilterConfig(max_norm_ratio=4.0)
+    with pytest.raises(ConfigError, match="valid keys are"):
+        from_dict(SAEConfig, {"max_norm_ratio": 5})  # only the stages that filter take the keys

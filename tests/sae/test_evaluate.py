@@ -10,7 +10,7 @@ import torch
 
 from sae.architectures.base import SparseAutoencoder
 from sae.config import DataConfig, EvalConfig, SAEConfig
-from sae.evaluate import evaluate, position_mask
+from sae.evaluate import evaluate
 from sae.metrics import schema
 
 HOOK = "blocks.6.hook_resid_post"
@@ -111,23 +111,6 @@ def test_json_is_self_documenting(tmp_path) -> None:
     assert set(doc["schema"]) == set(schema())
     assert (tmp_path / "eval_density.html").exists() and res.plots["density_html"].endswith(".html")
     assert "FVU" in res.summary()
-
-
-def test_position_mask_drops_special_and_outliers() -> None:
-    tokens = torch.tensor([[1, 5, 6, 7, 0, 8]])
-    norms = torch.tensor([[500.0, 10.0, 11.0, 200.0, 9.0, 12.0]])
-    acts = torch.zeros(1, 6, 3)
-    acts[..., 0] = norms
-    mask, n_special, n_outlier = position_mask(
-        tokens, acts, torch.tensor([0, 1, 2]), max_norm_ratio=10.0
-    )
-    assert mask.tolist() == [[False, True, True, False, False, True]]
-    assert (n_special, n_outlier) == (
-        2,
-        1,
-    )  # BOS and <|endoftext|>; the 200-norm token (> 10 x median 11)
-    mask, _, n_outlier = position_mask(tokens, acts, None, max_norm_ratio=None)
-    assert mask.all() and n_outlier == 0
 
 
 # --------------------------------------------------------------------------- real model

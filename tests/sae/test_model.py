@@ -46,16 +46,6 @@ def test_hook_listing_and_residual_hooks(model):
     assert sae.hook_layer("embed.hook_out") is None
 
 
-def test_outlier_prone_hooks():
-    from sae.model import is_residual_hook
-
-    for hook in ("blocks.15.hook_resid_post", "blocks.3.hook_resid_mid", "blocks.3.hook_out", "blocks.0.hook_in",
-                 "blocks.1.hook_mlp_out", "blocks.1.mlp.hook_out", "blocks.1.attn.hook_out"):
-        assert is_residual_hook(hook), hook
-    for hook in ("blocks.3.attn.hook_q", "blocks.3.attn.hook_pattern", "blocks.3.mlp.hook_pre"):
-        assert not is_residual_hook(hook), hook
-
-
 def test_hook_matches_hf_hidden_state(model):
     toks = model.tokenizer("The Golden Gate Bridge is in", return_tensors="pt").input_ids
     hook = "blocks.5.hook_resid_post"

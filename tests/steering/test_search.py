@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+import sae as saelib
 import steering
+from sae.features.demo import build_demo_db
 from steering import Clamp, FeatureSteering, SteeringError
 from steering.activations import hook_activations, render
 from steering.hooks import prepare
-from steering.search import unembedding
+from steering.search import _lens_top_ids
 from tests.steering.conftest import HOOK, make_sae
 
 LATE_HOOK = "blocks.27.hook_resid_post"
@@ -47,7 +49,8 @@ def _paris_sae(model):
     match "Paris only" (least squares)."""
     sae = make_sae("relu", hook=LATE_HOOK, d_sae=64, seed=9)
     paris = model.tokenizer.encode(" Paris", add_special_tokens=False)[0]
-    U = unembedding(model)
+    lens = saelib.unembedding(model)
+    U = saelib.lens_logits(torch.eye(lens.W_U.shape[0]), *lens)  # the (linear) lens as a matrix [d, V]
     d = torch.linalg.solve(U @ U.T, U[:, paris])
     with torch.no_grad():
         sae.W_dec[9] = d / d.norm()
@@ -65,6 +68,18 @@ def test_output_features_and_output_score_find_a_planted_feature(model) -> None:
     by_concept = steering.output_score(model, sae, [9], prompts=["Tell me a fact."], strength=300.0, unit="abs",
                                        concept_tokens=["Paris", "France"])
     assert by_concept[9] > 0.3
+
+
+def test_feature_search_reads_the_feature_databases_logit_lens(model, tmp_path) -> None:
+    db_path, sae_dir = build_demo_db(tmp_path, model, d_sae=64, layer=2, n_tokens=256, context_size=32)
+    db, sae = saelib.FeatureDB(db_path), saelib.load_sae(sae_dir)
+    tok = model.tokenizer
+    for f in (1, 17, 40):
+        stored = db.feature(f).top_logits  # what the explorer shows: (token id, token, logit)
+        searched = steering.logit_lens(model, sae, f, k=len(stored))
+        assert [t for t, _ in searched] == [tok.decode([tid]) for tid, _, _ in stored]
+        assert [v for _, v in searched] == pytest.approx([v for _, _, v in stored], rel=1e-4)
+        assert _lens_top_ids(model, sae, f, len(stored)).tolist() == [tid for tid, _, _ in stored]  # output_score
 
 
 def test_caa_vector_is_a_difference_of_means(model) -> None:
