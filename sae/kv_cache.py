@@ -10,8 +10,9 @@ a version that changes the contract again fails loudly here instead of generatin
 
 TransformerLens 4.3's attention bridges re-implement attention and look for the cache only
 under `past_key_values` (or `layer_past`): under transformers 5.24 they receive it as `cache`
-and skip the update, so the cache stays empty. `_alias_cache_for_bridges` gives them the same
-object under the old name too, per module, only for models whose forward takes `cache`.
+and skip the update, so the cache stays empty (HF's own `generate` and the bridge's break the
+same way). `bridge_cache_compat` gives them the same object under the old name too, per module,
+only for models whose forward takes `cache`; `sae.load_model` applies it to every model it loads.
 """
 
 from __future__ import annotations
@@ -57,8 +58,11 @@ def _alias_cache(module: Any, args: tuple, kwargs: dict[str, Any]) -> tuple[tupl
     return args, kwargs
 
 
-def _alias_cache_for_bridges(hf_model: Any) -> None:
-    """Let bridge attention modules that read only `past_key_values` see a cache passed as `cache`."""
+def bridge_cache_compat(hf_model: Any) -> None:
+    """Let bridge attention modules that read only `past_key_values` see a cache passed as `cache`
+    (a no-op on a transformers whose forward still takes `past_key_values`)."""
+    if cache_kwarg(hf_model) != "cache":
+        return
     for module in hf_model.modules():
         if hasattr(module, "_update_kv_cache") and not getattr(module, _ALIASED, False):
             module.register_forward_pre_hook(_alias_cache, with_kwargs=True)
@@ -72,8 +76,7 @@ class KVCache:
         from transformers import DynamicCache
 
         self.model = hf_model
-        if cache_kwarg(hf_model) == "cache":
-            _alias_cache_for_bridges(hf_model)
+        bridge_cache_compat(hf_model)  # for bridges booted without sae.load_model
         self.cache = DynamicCache(config=hf_model.config)
         self._kwargs = cache_kwargs(hf_model, self.cache)
         self.length = 0  # positions the cache holds, padding columns included

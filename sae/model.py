@@ -18,6 +18,7 @@ import torch
 
 from sae.config import DEFAULT_MODEL
 from sae.embedded import embedded_model_dir, is_embedded
+from sae.kv_cache import bridge_cache_compat
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -96,6 +97,7 @@ def load_model(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     bridge = TransformerBridge.boot_transformers(source, hf_model=hf_model, tokenizer=tokenizer)
+    bridge_cache_compat(bridge.original_model)  # any decode loop, ours or HF's, fills its KV cache
     bridge.eval()
     bridge.saekit_name = name  # type: ignore[attr-defined]  # the name it was loaded by
     return bridge

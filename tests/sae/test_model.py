@@ -37,6 +37,15 @@ def test_generates_with_chat_template(model):
     assert "Paris" in answer
 
 
+def test_bridge_generate_with_kv_cache_continues(model):
+    """TransformerBridge.generate with its KV cache (broken by transformers 5.24 until
+    sae.load_model aliased the cache for the bridge's attention) gives the no-cache text."""
+    kw = dict(max_new_tokens=8, do_sample=False, verbose=False)
+    cached = model.generate("The capital of France is", use_past_kv_cache=True, **kw)
+    plain = model.generate("The capital of France is", use_past_kv_cache=False, **kw)
+    assert cached == plain and "Paris" in cached, (cached, plain)
+
+
 def test_hook_listing_and_residual_hooks(model):
     hooks = sae.list_hooks(model)
     for layer in (0, 15, 29):
