@@ -64,6 +64,8 @@ _EXPORTS: dict[str, str] = {
     "ForwardOutput": "sae.architectures.base",
     "build_sae": "sae.architectures.base",
     "architectures": "sae.architectures.base",
+    "architecture_names": "sae.architectures.base",
+    "get_architecture": "sae.architectures.base",
     "save_sae": "sae.checkpoint",
     "load_sae": "sae.checkpoint",
     "CheckpointError": "sae.checkpoint",

@@ -3,10 +3,10 @@
 Writing (`save_sae`) produces what SAELens 6 `SAE.load_from_disk` reads:
 
     cfg.json = {
-      "architecture": "standard" | "topk" | "jumprelu",   # BatchTopK is saved as "jumprelu"
+      "architecture": <SAELens name>,                      # from the architecture's export()
       "d_in": 576, "d_sae": 4608, "dtype": "float32", "device": "cpu",
       "apply_b_dec_to_input": true, "normalize_activations": "none", "reshape_activations": "none",
-      "k": 32,                                             # topk only
+      <the architecture's extra keys>,                     # e.g. TopK's "k": 32
       "metadata": {"model_name", "hook_name", "hook_head_index", "context_size", "prepend_bos",
                    "sae_lens_version": "6.0.0", ...},      # "6.0.0" declares the v6 layout
       "model_name", "hook_name", "context_size",           # also top level, for older readers
@@ -14,7 +14,7 @@ Writing (`save_sae`) produces what SAELens 6 `SAE.load_from_disk` reads:
                  "normalization_scale": s, ...}            # ignored by SAELens
     }
     sae_weights.safetensors = W_enc [d_in, d_sae], b_enc [d_sae], W_dec [d_sae, d_in], b_dec [d_in]
-                              (+ threshold [d_sae], fp32, for jumprelu)
+                              (+ what the architecture adds, e.g. JumpReLU's fp32 threshold)
 
 Normalisation fold. The trainer sees activations multiplied by the store's scale s (mean norm
 sqrt(d_in)). Saving folds s into the weights so the file works on RAW activations with the
@@ -23,16 +23,18 @@ unchanged). Then ((x - b_dec') W_enc' + b_enc) = ((s x - b_dec) W_enc + b_enc): 
 pre-activations, so identical codes; and codes @ W_dec' + b_dec' = (normalised output) / s.
 Decoder rows therefore have norm 1/s after folding; `normalize_activations` is "none".
 
-Reading (`load_sae`) takes our files, SAELens files (v6 and older, incl. "standard" + topk
-activation), and Gemma Scope's native `params.npz` (read with allow_pickle=False). Shapes,
+Reading (`load_sae`) takes our files, SAELens files (v6 and older), and the native npz formats
+architectures register, e.g. Gemma Scope's `params.npz` (read with allow_pickle=False). Shapes,
 architectures and config fields are checked, with errors that say what to fix.
+
+What differs between architectures (SAELens names, extra tensors and keys, tensors kept in
+fp32) is asked of the architecture's class (`sae/architectures/base.py`): this module names none.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +43,16 @@ import torch
 from safetensors.torch import load_file, save
 from torch import Tensor
 
-from sae.architectures.base import SparseAutoencoder, architectures, build_sae
+from sae.architectures.base import (
+    SAELENS_UNNAMED,
+    SparseAutoencoder,
+    architectures,
+    build_sae,
+    from_saelens,
+    get_architecture,
+    native_formats,
+    saelens_names,
+)
 from sae.atomic_io import atomic_write_bytes, atomic_write_json
 from sae.config import ConfigError, SAEConfig, from_dict, to_dict
 
@@ -51,10 +62,6 @@ WEIGHTS_FILE = "sae_weights.safetensors"
 CFG_FILE = "cfg.json"
 FORMAT_VERSION = 1
 SAELENS_LAYOUT_VERSION = "6.0.0"
-
-# SAELens architecture name -> ours
-_FROM_SAELENS = {"standard": "relu", "relu": "relu", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "batchtopk"}
-_PARAM_NAMES = ("W_enc", "b_enc", "W_dec", "b_dec")
 
 
 class CheckpointError(ValueError):
@@ -148,12 +155,12 @@ def load_sae(
         except Exception as e:  # safetensors raises its own error types
             raise CheckpointError(f"{weights} is not a readable safetensors file: {e}") from e
     else:
-        cfg, tensors = _read_gemma_scope(folder)
+        cfg, tensors = _read_native(folder)
         scale = None
     tensors = _normalise_tensor_names(tensors, cfg)
-    _check_tensors(tensors, cfg, folder)
     with torch.device("meta"):
         sae = build_sae(cfg)
+    _check_tensors(tensors, sae, folder)
     sae.load_state_dict(tensors, strict=True, assign=True)
     if scale is not None and scale != 1.0:
         with torch.no_grad():
@@ -162,7 +169,7 @@ def load_sae(
             sae.b_dec.div_(scale)
     target_dtype = _parse_dtype(dtype) if dtype is not None else _parse_dtype(cfg.dtype)
     for name, p in sae.named_parameters():
-        if name != "threshold":
+        if name not in sae.keep_fp32:
             p.data = p.data.to(target_dtype)
     sae.cfg.dtype = str(target_dtype).removeprefix("torch.")
     sae.eval()
@@ -174,14 +181,16 @@ def _resolve(path: Path) -> Path:
         path = path.parent
     if not path.exists():
         raise CheckpointError(f"SAE path {path} does not exist; pass the folder that holds {CFG_FILE}")
-    if (path / CFG_FILE).exists() or (path / "params.npz").exists():
+    native = native_formats()
+    if (path / CFG_FILE).exists() or any((path / f).exists() for f in native):
         return path
     children = sorted(p.parent.name for p in path.glob(f"*/{CFG_FILE}"))
     if children:
         raise CheckpointError(
             f"{path} holds several SAEs: {children}; pass one of them, e.g. {path / children[0]}"
         )
-    raise CheckpointError(f"{path} has no {CFG_FILE} (SAELens layout) or params.npz (Gemma Scope); not an SAE folder")
+    others = "".join(f" or {f} ({label})" for f, (label, _) in native.items())
+    raise CheckpointError(f"{path} has no {CFG_FILE} (SAELens layout){others}; not an SAE folder")
 
 
 def _read_json(p: Path) -> dict[str, Any]:
@@ -221,17 +230,15 @@ def _parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
 def _parse_cfg(raw: dict[str, Any], folder: Path, normalization_scale: float | None) -> tuple[SAEConfig, float | None]:
     """SAEConfig from a cfg.json (ours or SAELens's), and the scale still to fold in (if any)."""
     where = folder / CFG_FILE
-    saelens_arch = raw.get("architecture", "standard")
-    activation = raw.get("activation_fn") or raw.get("activation_fn_str")
-    if saelens_arch == "standard" and activation == "topk":  # SAELens < 6 stored TopK this way
-        saelens_arch = "topk"
-    if saelens_arch not in _FROM_SAELENS:
+    saelens_arch = raw.get("architecture", SAELENS_UNNAMED)
+    cls = from_saelens(saelens_arch, raw.get("activation_fn") or raw.get("activation_fn_str"))
+    if cls is None:
         raise CheckpointError(
-            f"{where}: architecture {saelens_arch!r} is not supported; supported: {sorted(_FROM_SAELENS)} "
+            f"{where}: architecture {saelens_arch!r} is not supported; supported: {saelens_names()} "
             f"(our architectures: {architectures()}). saekit cannot load this SAE: use it with SAELens, "
-            "or train a supported one here (`saekit train --arch topk`)"
+            f"or train a supported one here (`saekit train --arch {SAEConfig.architecture}`)"
         )
-    arch = _FROM_SAELENS[saelens_arch]
+    arch = cls.architecture
     for key in ("d_in", "d_sae"):
         if not isinstance(raw.get(key), int) or isinstance(raw.get(key), bool) or raw[key] <= 0:
             raise _damaged(where, f"{key!r} must be a positive integer, got {raw.get(key)!r}")
@@ -264,11 +271,10 @@ def _parse_cfg(raw: dict[str, Any], folder: Path, normalization_scale: float | N
             apply_b_dec_to_input=bool(raw.get("apply_b_dec_to_input", True)),
             dtype=str(_parse_dtype(raw.get("dtype", "float32"))).removeprefix("torch."),
         )
-        if arch in ("topk", "batchtopk"):
-            k = raw.get("k", (raw.get("activation_fn_kwargs") or {}).get("k"))
-            if not isinstance(k, (int, float)) or int(k) <= 0:
-                raise _damaged(where, f"a {saelens_arch} SAE needs a positive 'k', got {k!r}")
-            cfg.k = int(k)
+        try:
+            cls.read_saelens_cfg(raw, cfg)
+        except ValueError as e:
+            raise _damaged(where, str(e)) from e
     for key, want in (("d_in", cfg.d_in), ("d_sae", cfg.d_sae)):
         if raw[key] != want:
             raise _damaged(where, f"{key}={raw[key]} disagrees with the saekit block's {want}")
@@ -290,9 +296,10 @@ def _parse_cfg(raw: dict[str, Any], folder: Path, normalization_scale: float | N
     return cfg, scale
 
 
-def _read_gemma_scope(folder: Path) -> tuple[SAEConfig, dict[str, Tensor]]:
-    """Gemma Scope's native params.npz: a JumpReLU without b_dec subtraction."""
-    npz = folder / "params.npz"
+def _read_native(folder: Path) -> tuple[SAEConfig, dict[str, Tensor]]:
+    """A folder in a native format an architecture registered (e.g. Gemma Scope's params.npz)."""
+    name, (_, cls) = next((f, v) for f, v in native_formats().items() if (folder / f).exists())
+    npz = folder / name
     try:
         with np.load(npz, allow_pickle=False) as data:
             tensors = {k: torch.from_numpy(np.array(data[k], dtype=np.float32)) for k in data.files}
@@ -300,14 +307,7 @@ def _read_gemma_scope(folder: Path) -> tuple[SAEConfig, dict[str, Tensor]]:
         raise CheckpointError(f"{npz} is not a readable npz file: {e}") from e
     if "W_enc" not in tensors or tensors["W_enc"].ndim != 2:
         raise CheckpointError(f"{npz} has no 2-D W_enc; found {sorted(tensors)}")
-    d_in, d_sae = tensors["W_enc"].shape
-    text = str(folder)
-    layer = re.search(r"layer_(\d+)", text)
-    kind = "hook_mlp_out" if "mlp" in text else "hook_resid_post"
-    hook = f"blocks.{layer.group(1)}.{kind}" if layer else ""
-    cfg = SAEConfig(architecture="jumprelu", d_in=d_in, d_sae=d_sae, hook_name=hook, model_name="unknown",
-                    apply_b_dec_to_input=False, context_size=1024)
-    return cfg, tensors
+    return cls.from_native(tensors, folder), tensors
 
 
 def _normalise_tensor_names(tensors: dict[str, Tensor], cfg: SAEConfig) -> dict[str, Tensor]:
@@ -317,27 +317,12 @@ def _normalise_tensor_names(tensors: dict[str, Tensor], cfg: SAEConfig) -> dict[
             if not torch.allclose(tensors[name].float(), torch.ones_like(tensors[name].float())):
                 raise CheckpointError(f"tensor {name!r} is not all ones; fine-tuned scaling factors are not supported")
             del tensors[name]
-    if cfg.architecture == "jumprelu" and "threshold" not in tensors and "log_threshold" in tensors:
-        tensors["threshold"] = tensors.pop("log_threshold").float().exp()
-    if cfg.architecture == "jumprelu" and "threshold" in tensors:
-        tensors["threshold"] = tensors["threshold"].float()
-    if cfg.architecture == "batchtopk":
-        thr = tensors.pop("topk_threshold", tensors.pop("threshold", None))
-        tensors["threshold"] = torch.as_tensor(-1.0 if thr is None else float(thr.reshape(-1)[0]), dtype=torch.float32)
-    return tensors
+    return get_architecture(cfg.architecture).import_tensors(tensors, cfg)
 
 
-def _check_tensors(tensors: dict[str, Tensor], cfg: SAEConfig, folder: Path) -> None:
-    expected: dict[str, tuple[int, ...]] = {
-        "W_enc": (cfg.d_in, cfg.d_sae),
-        "b_enc": (cfg.d_sae,),
-        "W_dec": (cfg.d_sae, cfg.d_in),
-        "b_dec": (cfg.d_in,),
-    }
-    if cfg.architecture == "jumprelu":
-        expected["threshold"] = (cfg.d_sae,)
-    if cfg.architecture == "batchtopk":
-        expected["threshold"] = ()
+def _check_tensors(tensors: dict[str, Tensor], sae: SparseAutoencoder, folder: Path) -> None:
+    cfg = sae.cfg
+    expected = sae.expected_tensors()
     missing = sorted(set(expected) - set(tensors))
     if missing:
         raise CheckpointError(f"{folder}: missing tensor(s) {missing} for a {cfg.architecture} SAE (found {sorted(tensors)})")

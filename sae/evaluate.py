@@ -458,16 +458,7 @@ def _load_model(cfg: EvalConfig, sae: SparseAutoencoder) -> Any:
 
 
 def _sae_info(sae: SparseAutoencoder, path: str | None) -> dict[str, Any]:
-    return {
-        "path": path,
-        "architecture": sae.cfg.architecture,
-        "hook_name": sae.cfg.hook_name,
-        "model_name": sae.cfg.model_name,
-        "d_in": sae.d_in,
-        "d_sae": sae.d_sae,
-        "k": sae.cfg.k if sae.cfg.architecture in ("topk", "batchtopk") else None,
-        "dtype": str(sae.dtype).removeprefix("torch."),
-    }
+    return {"path": path, **sae.summary()}
 
 
 def _progress(it: Iterable[Tensor], enabled: bool, desc: str) -> Iterable[Tensor]:

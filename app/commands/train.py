@@ -42,20 +42,41 @@ _SAE_FLAGS = {
 }
 
 
+class _Names:
+    """Architecture names from the registry, looked up only when help is shown: the registry
+    imports torch, which every other `saekit` invocation should not wait for."""
+
+    def __init__(self, uses: str | None = None, sep: str = " / ") -> None:
+        self.uses, self.sep = uses, sep
+
+    def __str__(self) -> str:
+        import sae
+
+        return self.sep.join(sae.architecture_names(self.uses))
+
+
+def _add(p: argparse.ArgumentParser, *flags: str, names: _Names, **kw) -> None:
+    """add_argument whose help may say %(names)s: the architectures the flag applies to."""
+    p.add_argument(*flags, **kw).names = names  # argparse fills %(...)s from the action's attributes
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="YAML/JSON TrainConfig file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted override, repeatable (e.g. --set lr=2e-4 --set saes.0.k=64)")
     p.add_argument("--cache", default=None, help="activation cache folder (from `saekit cache`); omit to run the model on the fly")
     p.add_argument("--out", default=None, help="output folder (default runs/sae)")
-    p.add_argument("--arch", default=None, help="relu | topk | batchtopk | jumprelu")
-    p.add_argument("--k", type=int, default=None, help="active latents per token (topk / batchtopk)")
+    _add(p, "--arch", default=None, help="%(names)s", names=_Names(sep=" | "))
+    _add(p, "--k", type=int, default=None, help="active latents per token (%(names)s)", names=_Names("k"))
     p.add_argument("--d-sae", dest="d_sae", type=int, default=None, help="number of latents")
     p.add_argument("--d-in", dest="d_in", type=int, default=None, help="input width (default: the cache's)")
     p.add_argument("--hook", default=None, help="hook name (default: the cache's, if it holds one)")
-    p.add_argument("--l1-coefficient", dest="l1_coefficient", type=float, default=None, help="relu sparsity weight")
-    p.add_argument("--l0-coefficient", dest="l0_coefficient", type=float, default=None, help="jumprelu sparsity weight")
-    p.add_argument("--target-l0", dest="target_l0", type=float, default=None, help="jumprelu: aim for this L0")
+    _add(p, "--l1-coefficient", dest="l1_coefficient", type=float, default=None, help="%(names)s sparsity weight",
+         names=_Names("l1_coefficient"))
+    _add(p, "--l0-coefficient", dest="l0_coefficient", type=float, default=None, help="%(names)s sparsity weight",
+         names=_Names("l0_coefficient"))
+    _add(p, "--target-l0", dest="target_l0", type=float, default=None, help="%(names)s: aim for this L0",
+         names=_Names("target_l0"))
     p.add_argument("--tokens", type=int, default=None, help="training tokens (default 2,000,000)")
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--batch-size", dest="batch_size", type=int, default=None, help="tokens per step (default 4096)")
@@ -131,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     import sae
 
     cfg = build_config(args)
-    names = ", ".join(f"{s.architecture}(d_sae={s.d_sae}{', k=' + str(s.k) if 'topk' in s.architecture else ''})" for s in cfg.saes)
+    names = ", ".join(sae.get_architecture(s.architecture).describe(s) for s in cfg.saes)
     print(f"training {names} on {cfg.n_tokens:,} tokens of {cfg.saes[0].hook_name} -> {cfg.out_dir}")
     paths = sae.train(cfg)
     for p in paths:

@@ -15,19 +15,35 @@ Two ways in:
 Class attributes tell the trainer what an architecture needs: `unit_norm_decoder` (project the
 parallel part out of W_dec's gradient, renormalise rows after each step), `sparsity_loss` (the
 loss whose coefficient warms up) and `coefficients()` (the final weight of every named loss).
+
+Everything else that differs between architectures is also answered here, so that the trainer,
+checkpoints, evaluation and the CLI never name one: `config_fields` (the SAEConfig fields it
+reads), `default_name` (run folder), `param_groups` (optimizer groups), `keep_fp32`,
+`expected_tensors`, `export` / `import_tensors` / `read_saelens_cfg` (the SAELens layout, both
+directions), `summary` (evaluation's report) and `describe` (the CLI's line). The defaults fit a
+plain SAE with the four SAELens tensors; an architecture overrides only what it changes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from sae.config import SAEConfig
+from sae.config import SAEConfig, TrainConfig
+
+SAELENS_TENSORS = ("W_enc", "b_enc", "W_dec", "b_dec")  # what every SAELens SAE holds
+SAELENS_UNNAMED = "standard"  # the architecture SAELens assumes when cfg.json names none
 
 _REGISTRY: dict[str, type[SparseAutoencoder]] = {}
+# SAELens "architecture" (or ("architecture", "activation_fn") for older layouts) -> our name
+_SAELENS: dict[str | tuple[str, str], str] = {}
+# file name of a native (non-SAELens) format -> (label for messages, our name)
+_NATIVE: dict[str, tuple[str, str]] = {}
 
 
 class ForwardOutput(NamedTuple):
@@ -47,32 +63,79 @@ class TrainOutput(NamedTuple):
     l0: Tensor  # scalar: mean number of active latents per token
 
 
-def register(name: str):
-    """Class decorator: make an architecture constructible by name (`cfg.architecture`)."""
+def register(
+    name: str,
+    *,
+    saelens: Iterable[str | tuple[str, str]] = (),
+    native: tuple[str, str] | None = None,
+):
+    """Class decorator: make an architecture constructible by name (`cfg.architecture`).
+
+    `saelens`: other SAELens names this class loads (its own name always counts), or
+    (architecture, activation_fn) pairs for layouts that named it by its activation.
+    `native`: (file name, label) of a non-SAELens npz format whose folder loads as this class
+    through `from_native`.
+    """
 
     def deco(cls: type[SparseAutoencoder]) -> type[SparseAutoencoder]:
         cls.architecture = name
         _REGISTRY[name] = cls
+        for alias in (name, *saelens):
+            _SAELENS[alias] = name
+        if native is not None:
+            _NATIVE[native[0]] = (native[1], name)
         return cls
 
     return deco
 
 
-def architectures() -> list[str]:
+def _load_all() -> None:
     import sae.architectures  # noqa: F401  (importing the package registers every file)
 
-    return sorted(_REGISTRY)
+
+def architectures() -> list[str]:
+    """Every registered name. `sae` exports `architecture_names` too: once the package
+    `sae.architectures` is imported, `sae.architectures` is that package, not this function."""
+    return architecture_names()
+
+
+def architecture_names(uses: str | None = None) -> list[str]:
+    """Registered names, sorted; with `uses`, only those whose `config_fields` hold that field."""
+    _load_all()
+    return sorted(n for n, cls in _REGISTRY.items() if uses is None or uses in cls.config_fields)
 
 
 def get_architecture(name: str) -> type[SparseAutoencoder]:
-    import sae.architectures  # noqa: F401
-
+    _load_all()
     if name not in _REGISTRY:
         raise ValueError(
             f"unknown SAE architecture {name!r}; known: {sorted(_REGISTRY)} "
             "(set architecture= to one of these, or add a file to sae/architectures/)"
         )
     return _REGISTRY[name]
+
+
+def from_saelens(name: object, activation_fn: object = None) -> type[SparseAutoencoder] | None:
+    """The class that loads a SAELens cfg.json's architecture (None: no registered one does).
+    Both arguments come straight from a file, so anything that is not a name matches nothing."""
+    _load_all()
+    if not isinstance(name, str):
+        return None
+    ours = _SAELENS.get((name, activation_fn)) if isinstance(activation_fn, str) else None
+    ours = ours or _SAELENS.get(name)
+    return _REGISTRY[ours] if ours is not None else None
+
+
+def saelens_names() -> list[str]:
+    """Every SAELens architecture name some registered class loads."""
+    _load_all()
+    return sorted(k for k in _SAELENS if isinstance(k, str))
+
+
+def native_formats() -> dict[str, tuple[str, type[SparseAutoencoder]]]:
+    """{file name: (label, class)} of the non-SAELens formats a folder may hold."""
+    _load_all()
+    return {f: (label, _REGISTRY[name]) for f, (label, name) in _NATIVE.items()}
 
 
 def build_sae(cfg: SAEConfig) -> SparseAutoencoder:
@@ -92,6 +155,12 @@ class SparseAutoencoder(nn.Module):
     sparsity_loss: ClassVar[str | None] = None
     default_decoder_norm: ClassVar[float] = 1.0
     default_lr: ClassVar[float] = 4e-4  # Adam lr when TrainConfig.lr is None
+    # SAEConfig fields this architecture reads beyond the shared ones (the CLI's help says which
+    # flags apply to which architecture). "k" also puts k in run names, evaluation reports, the
+    # CLI's line and SAELens files, as every TopK-style SAE needs.
+    config_fields: ClassVar[tuple[str, ...]] = ()
+    saelens_name: ClassVar[str | None] = None  # cfg.json's "architecture"; None: the registered name
+    keep_fp32: ClassVar[tuple[str, ...]] = ()  # parameters that stay fp32 whatever cfg.dtype says
 
     def __init__(self, cfg: SAEConfig) -> None:
         super().__init__()
@@ -148,7 +217,66 @@ class SparseAutoencoder(nn.Module):
 
     def export(self) -> tuple[str, dict[str, Tensor], dict[str, Any]]:
         """(SAELens architecture name, tensors to save, extra cfg.json keys) for inference use."""
-        raise NotImplementedError
+        tensors = {n: getattr(self, n).detach() for n in SAELENS_TENSORS}
+        extra = {"k": self.cfg.k} if "k" in self.config_fields else {}
+        return self.saelens_name or self.architecture, tensors, extra
+
+    @classmethod
+    def import_tensors(cls, tensors: dict[str, Tensor], cfg: SAEConfig) -> dict[str, Tensor]:
+        """A loaded file's tensors, renamed and converted to this class's state_dict (default: as read)."""
+        return tensors
+
+    @classmethod
+    def read_saelens_cfg(cls, raw: dict[str, Any], cfg: SAEConfig) -> None:
+        """Fill this architecture's fields of `cfg` from a SAELens cfg.json (ValueError: what is wrong)."""
+        if "k" not in cls.config_fields:
+            return
+        k = raw.get("k", (raw.get("activation_fn_kwargs") or {}).get("k"))
+        if not isinstance(k, (int, float)) or int(k) <= 0:
+            raise ValueError(f"a {cls.architecture} SAE needs a positive 'k', got {k!r}")
+        cfg.k = int(k)
+
+    @classmethod
+    def from_native(cls, tensors: dict[str, Tensor], folder: Path) -> SAEConfig:
+        """The config of an SAE in this class's native format (`register(native=...)`)."""
+        raise NotImplementedError(f"{cls.architecture} has no native format")
+
+    def param_groups(self, train_cfg: TrainConfig) -> list[dict[str, Any]]:
+        """Adam's parameter groups; `lr_scale` multiplies the scheduled lr. The order is part of the
+        optimizer state that checkpoints hold: changing it breaks resuming older runs."""
+        return [{"params": list(self.parameters()), "lr_scale": 1.0}]
+
+    def expected_tensors(self) -> dict[str, tuple[int, ...]]:
+        """Name and shape of every tensor a checkpoint of this SAE holds (after `import_tensors`)."""
+        return {n: tuple(t.shape) for n, t in self.state_dict().items()}
+
+    @classmethod
+    def name_detail(cls, cfg: SAEConfig) -> str:
+        """What sets this SAE's sparsity, for run names (e.g. "k32"); "" when nothing is worth naming."""
+        return f"k{cfg.k}" if "k" in cls.config_fields else ""
+
+    @classmethod
+    def default_name(cls, cfg: SAEConfig) -> str:
+        """Run folder name when SAEConfig.name is unset: architecture, width, sparsity."""
+        return "_".join(p for p in (cfg.architecture, str(cfg.d_sae), cls.name_detail(cfg)) if p)
+
+    @classmethod
+    def describe(cls, cfg: SAEConfig) -> str:
+        """One line for the CLI, e.g. "topk(d_sae=4608, k=32)"."""
+        k = f", k={cfg.k}" if "k" in cls.config_fields else ""
+        return f"{cfg.architecture}(d_sae={cfg.d_sae}{k})"
+
+    def summary(self) -> dict[str, Any]:
+        """What evaluation reports about this SAE (eval.json's "sae" block, its path aside)."""
+        return {
+            "architecture": self.cfg.architecture,
+            "hook_name": self.cfg.hook_name,
+            "model_name": self.cfg.model_name,
+            "d_in": self.d_in,
+            "d_sae": self.d_sae,
+            "k": self.cfg.k if "k" in self.config_fields else None,
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }
 
     # ------------------------------------------------------------------ shared
 

@@ -23,6 +23,7 @@ from torch import Tensor
 from sae.architectures.base import register
 from sae.architectures.sparse_ops import Selection, select_topk, sort_rows
 from sae.architectures.topk import TopKSAE
+from sae.config import SAEConfig
 
 THRESHOLD_MOMENTUM = 0.9  # EMA of the batch cut-off (a quantile of B*k values: stable); ~10 steps of memory
 
@@ -30,6 +31,7 @@ THRESHOLD_MOMENTUM = 0.9  # EMA of the batch cut-off (a quantile of B*k values: 
 @register("batchtopk")
 class BatchTopKSAE(TopKSAE):
     candidate_factor: int = 4
+    saelens_name = "jumprelu"  # what it is at inference (see the module's docstring)
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
@@ -97,7 +99,14 @@ class BatchTopKSAE(TopKSAE):
             self.threshold.mul_(THRESHOLD_MOMENTUM).add_((1 - THRESHOLD_MOMENTUM) * c)
 
     def export(self) -> tuple[str, dict[str, Tensor], dict[str, Any]]:
-        tensors = {n: getattr(self, n).detach() for n in ("W_enc", "b_enc", "W_dec", "b_dec")}
+        name, tensors, _ = super().export()
         thr = max(float(self.threshold), 0.0)
         tensors["threshold"] = torch.full((self.d_sae,), thr, dtype=torch.float32, device=self.W_enc.device)
-        return "jumprelu", tensors, {}
+        return name, tensors, {}  # a JumpReLU has no k
+
+    @classmethod
+    def import_tensors(cls, tensors: dict[str, Tensor], cfg: SAEConfig) -> dict[str, Tensor]:
+        # SAELens's BatchTopK files hold one scalar cut-off, under either name (or none: not learned yet).
+        thr = tensors.pop("topk_threshold", tensors.pop("threshold", None))
+        tensors["threshold"] = torch.as_tensor(-1.0 if thr is None else float(thr.reshape(-1)[0]), dtype=torch.float32)
+        return tensors

@@ -18,12 +18,15 @@ Decoder rows are kept at unit norm, as in Gemma Scope.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from sae.architectures.base import SparseAutoencoder, TrainOutput, mse_loss, register
+from sae.config import SAEConfig, TrainConfig
 
 
 def _kernel(pre: Tensor, theta: Tensor, eps: float) -> Tensor:
@@ -59,10 +62,12 @@ class _Step(torch.autograd.Function):
         return torch.zeros_like(pre), grad_theta, None
 
 
-@register("jumprelu")
+@register("jumprelu", native=("params.npz", "Gemma Scope"))
 class JumpReLUSAE(SparseAutoencoder):
     unit_norm_decoder = True
     sparsity_loss = "l0"
+    config_fields = ("l0_coefficient", "target_l0", "jumprelu_bandwidth", "jumprelu_init_threshold")
+    keep_fp32 = ("threshold",)
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
@@ -108,7 +113,38 @@ class JumpReLUSAE(SparseAutoencoder):
     def after_step(self, out: TrainOutput) -> None:
         self.threshold.clamp_(min=0.0)
 
+    # ------------------------------------------------------------------ for the rest of the library
+
+    def param_groups(self, train_cfg: TrainConfig) -> list[dict[str, Any]]:
+        # Thresholds live on the pre-activations' scale, not the weights': they get their own lr.
+        rest = [p for n, p in self.named_parameters() if n != "threshold"]
+        return [{"params": rest, "lr_scale": 1.0}, {"params": [self.threshold], "lr_scale": train_cfg.threshold_lr_scale}]
+
+    @classmethod
+    def name_detail(cls, cfg: SAEConfig) -> str:
+        return f"l0_{cfg.target_l0 or cfg.l0_coefficient:g}"
+
     def export(self) -> tuple[str, dict[str, Tensor], dict[str, Any]]:
-        tensors = {n: getattr(self, n).detach() for n in ("W_enc", "b_enc", "W_dec", "b_dec")}
+        name, tensors, extra = super().export()
         tensors["threshold"] = self.threshold.detach().float()
-        return "jumprelu", tensors, {}
+        return name, tensors, extra
+
+    @classmethod
+    def import_tensors(cls, tensors: dict[str, Tensor], cfg: SAEConfig) -> dict[str, Tensor]:
+        # Older SAELens files store log thresholds.
+        if "threshold" not in tensors and "log_threshold" in tensors:
+            tensors["threshold"] = tensors.pop("log_threshold").float().exp()
+        if "threshold" in tensors:
+            tensors["threshold"] = tensors["threshold"].float()
+        return tensors
+
+    @classmethod
+    def from_native(cls, tensors: dict[str, Tensor], folder: Path) -> SAEConfig:
+        """Gemma Scope's params.npz: no b_dec subtraction; the hook is read off the folder's path."""
+        d_in, d_sae = tensors["W_enc"].shape
+        text = str(folder)
+        layer = re.search(r"layer_(\d+)", text)
+        kind = "hook_mlp_out" if "mlp" in text else "hook_resid_post"
+        hook = f"blocks.{layer.group(1)}.{kind}" if layer else ""
+        return SAEConfig(architecture=cls.architecture, d_in=d_in, d_sae=d_sae, hook_name=hook, model_name="unknown",
+                         apply_b_dec_to_input=False, context_size=1024)

@@ -8,17 +8,18 @@ and lambda warms up (the trainer's `sparsity_warmup_steps`). Saved as SAELens's 
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
 from sae.architectures.base import SparseAutoencoder, mse_loss, register
+from sae.config import SAEConfig
 
 
-@register("relu")
+@register("relu", saelens=("standard",))
 class ReLUSAE(SparseAutoencoder):
     unit_norm_decoder = False
+    config_fields = ("l1_coefficient",)
+    saelens_name = "standard"
     sparsity_loss = "l1"
     default_decoder_norm = 0.1
     # Anthropic's 5e-5 suits 100k+ steps; a 2M-token run is ~500. Measured on layer-15 activations
@@ -36,6 +37,6 @@ class ReLUSAE(SparseAutoencoder):
     def coefficients(self) -> dict[str, float]:
         return {"mse": 1.0, "l1": self.cfg.l1_coefficient}
 
-    def export(self) -> tuple[str, dict[str, Tensor], dict[str, Any]]:
-        tensors = {n: getattr(self, n).detach() for n in ("W_enc", "b_enc", "W_dec", "b_dec")}
-        return "standard", tensors, {}
+    @classmethod
+    def name_detail(cls, cfg: SAEConfig) -> str:
+        return f"l1_{cfg.l1_coefficient:g}"

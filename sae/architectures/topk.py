@@ -12,8 +12,6 @@ a reference and as the benchmark's baseline): after the encoder matmul, every co
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
@@ -27,9 +25,11 @@ def auxk_loss(recon_BD: Tensor, residual_BD: Tensor, n_dead: int, k_aux: int) ->
     return scale * (recon_BD.float() - residual_BD.float()).pow(2).sum(-1).mean()
 
 
-@register("topk")
+# SAELens before 6 saved TopK SAEs as "standard" with activation_fn "topk".
+@register("topk", saelens=(("standard", "topk"),))
 class TopKSAE(SparseAutoencoder):
     unit_norm_decoder = True
+    config_fields = ("k", "aux_k", "aux_coefficient")
     # Measured on layer-15 activations (d_sae 4608, k 32, batch 4096, 1M tokens): held-out FVU
     # 0.303 at 4e-4, 0.223 at 2e-3, 0.213 at 4e-3 (scripts/bench_train.py --lr).
     default_lr = 2e-3
@@ -109,7 +109,3 @@ class TopKSAE(SparseAutoencoder):
         """Latents a token may not use for AuxK: its own top-k selection (as in the sparse path)."""
         idx = pre_BF.topk(min(self.cfg.k, self.d_sae), dim=-1).indices
         return torch.zeros_like(pre_BF, dtype=torch.bool).scatter_(-1, idx, True)
-
-    def export(self) -> tuple[str, dict[str, Tensor], dict[str, Any]]:
-        tensors = {n: getattr(self, n).detach() for n in ("W_enc", "b_enc", "W_dec", "b_dec")}
-        return "topk", tensors, {"k": self.cfg.k}

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sae.architectures.base import SparseAutoencoder, build_sae
+from sae.architectures.base import SparseAutoencoder, build_sae, get_architecture
 from sae.checkpoint import save_sae
 from sae.config import ConfigError, TrainConfig, save_config
 from sae.training import ddp
@@ -74,11 +74,7 @@ class _Slot:
 
 
 def _default_name(cfg) -> str:
-    if cfg.name:
-        return cfg.name
-    detail = {"topk": f"k{cfg.k}", "batchtopk": f"k{cfg.k}", "relu": f"l1_{cfg.l1_coefficient:g}",
-              "jumprelu": f"l0_{cfg.target_l0 or cfg.l0_coefficient:g}"}.get(cfg.architecture, "")
-    return "_".join(p for p in (cfg.architecture, str(cfg.d_sae), detail) if p)
+    return cfg.name or get_architecture(cfg.architecture).default_name(cfg)
 
 
 class Trainer:
@@ -118,11 +114,7 @@ class Trainer:
 
     def _make_slot(self, name: str, sae: SparseAutoencoder) -> _Slot:
         cfg = self.cfg
-        thr = [p for n, p in sae.named_parameters() if n == "threshold"]
-        rest = [p for n, p in sae.named_parameters() if n != "threshold"]
-        groups = [{"params": rest, "lr_scale": 1.0}]
-        if thr:
-            groups.append({"params": thr, "lr_scale": cfg.threshold_lr_scale})
+        groups = sae.param_groups(cfg)
         fused = self.device.type in ("cpu", "cuda")
         lr = cfg.lr if cfg.lr is not None else type(sae).default_lr
         opt = torch.optim.Adam(groups, lr=lr, betas=tuple(cfg.adam_betas), fused=fused)  # type: ignore[arg-type]
