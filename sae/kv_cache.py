@@ -31,9 +31,13 @@ class KVCacheError(RuntimeError):
     """The installed transformers does not fill the KV cache it is given (its API changed)."""
 
 
+def _forward_params(hf_model: Any) -> Any:
+    return inspect.signature(hf_model.forward).parameters
+
+
 def cache_kwarg(hf_model: Any) -> str:
     """The forward argument that takes the KV cache in the installed transformers."""
-    params = inspect.signature(hf_model.forward).parameters
+    params = _forward_params(hf_model)
     for name in _CACHE_KWARGS:
         if name in params:
             return name
@@ -60,8 +64,9 @@ def _alias_cache(module: Any, args: tuple, kwargs: dict[str, Any]) -> tuple[tupl
 
 def bridge_cache_compat(hf_model: Any) -> None:
     """Let bridge attention modules that read only `past_key_values` see a cache passed as `cache`
-    (a no-op on a transformers whose forward still takes `past_key_values`)."""
-    if cache_kwarg(hf_model) != "cache":
+    (a no-op where the forward takes no `cache`: loading a model never fails here; a decode loop
+    on a model that takes neither name fails in `cache_kwarg`)."""
+    if "cache" not in _forward_params(hf_model):
         return
     for module in hf_model.modules():
         if hasattr(module, "_update_kv_cache") and not getattr(module, _ALIASED, False):

@@ -77,8 +77,7 @@ def step_train(state: dict[str, Any]) -> str:
                           checkpoint_every_tokens=10**9)
     [state["sae_dir"]] = sae.train(cfg, model=state["model"])
     state["sae"] = sae.load_sae(state["sae_dir"])
-    final = sae.load_eval(state["sae_dir"]) if (state["sae_dir"] / "eval.json").exists() else None
-    return f"50 steps -> {state['sae_dir'].name}" + (f", {final}" if final else "")
+    return f"50 steps -> {state['sae_dir'].name}"
 
 
 def step_clamp(state: dict[str, Any]) -> str:

@@ -2,8 +2,9 @@
 
 Our own decode loop over the wrapped HF model (the bridge's hooks wrap its modules, so they
 fire on every call) with the KV cache (`sae.KVCache`: owned by us, checked every step): we
-need to know, at every step, which absolute positions each row's hook call covers (left padding differs per row), and to seed every
-row on its own so that a prompt gives the same text alone or in any batch. Each row's
+need to know, at every step, which absolute positions each row's hook call covers (left padding
+differs per row), and to seed every row on its own so that a prompt gives the same text alone or
+in any batch. Each row's
 seed is derived from (seed, the prompt's token ids); sampling uses one uniform draw per
 step (inverse CDF), so steered and unsteered runs of a row share their random numbers and
 differ only through the intervention.
