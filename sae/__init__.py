@@ -6,8 +6,7 @@ Everything `steering/` and `app/` use is exported here. Names resolve lazily so 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from sae.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     # config
@@ -32,8 +31,9 @@ _EXPORTS: dict[str, str] = {
     "resid_hook": "sae.model",
     "hook_layer": "sae.model",
     "stop_layer": "sae.model",
-    "pick_device": "sae.model",
-    "parse_dtype": "sae.model",
+    "pick_device": "sae.devices",
+    "parse_dtype": "sae.devices",
+    "model_device": "sae.devices",
     "special_token_ids": "sae.model",
     "installed_versions": "sae.environment",
     "versions_line": "sae.environment",
@@ -93,19 +93,10 @@ _EXPORTS: dict[str, str] = {
     "atomic_write_with": "sae.atomic_io",
     "append_text": "sae.atomic_io",
     "DiskFullError": "sae.atomic_io",
+    "read_json": "sae.atomic_io",
+    # package attributes that import their module on first use
+    "lazy_exports": "sae.lazy",
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'sae' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

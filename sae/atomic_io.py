@@ -109,6 +109,19 @@ def append_text(path: str | Path, text: str) -> None:
         raise
 
 
+def read_json(
+    path: str | Path, *, fix: str, error: type[Exception] = ValueError, what: str = "file"
+) -> Any:
+    """A JSON file's content; a missing or damaged file raises `error` naming the path and `fix`."""
+    p = Path(path)
+    try:
+        return json.loads(p.read_text())
+    except FileNotFoundError:
+        raise error(f"{p}: no such {what}; {fix}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error(f"{p} is not valid JSON ({e}); the {what} is damaged: {fix}") from e
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temp folder to fill; on success it replaces `path` whole, on failure it is removed."""

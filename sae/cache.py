@@ -28,8 +28,9 @@ import torch
 
 from sae.atomic_io import atomic_write_json, remove_stale_temps
 from sae.config import CacheConfig, to_dict
+from sae.devices import parse_dtype
 from sae.extract import ActivationExtractor
-from sae.model import load_model, parse_dtype
+from sae.model import load_model
 from sae.shards import (
     FORMAT,
     MANIFEST,

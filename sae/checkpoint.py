@@ -55,6 +55,7 @@ from sae.architectures.base import (
 )
 from sae.atomic_io import atomic_write_bytes, atomic_write_json
 from sae.config import ConfigError, SAEConfig, from_dict, to_dict
+from sae.devices import parse_dtype
 
 log = logging.getLogger(__name__)
 
@@ -217,14 +218,14 @@ def _damaged(cfg_path: Path, problem: str) -> CheckpointError:
 
 
 def _parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    name = str(dtype).removeprefix("torch.")
-    aliases = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "float": "float32", "half": "float16"}
-    name = aliases.get(name, name)
-    if name not in ("float32", "bfloat16", "float16", "float64"):
+    """`sae.devices.parse_dtype`, limited to the dtypes an SAE is stored in."""
+    try:
+        parsed = parse_dtype(dtype)
+    except ValueError:
+        parsed = None
+    if parsed not in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
         raise CheckpointError(f"unsupported dtype {dtype!r}; use float32, bfloat16 or float16")
-    return getattr(torch, name)
+    return parsed
 
 
 def _parse_cfg(raw: dict[str, Any], folder: Path, normalization_scale: float | None) -> tuple[SAEConfig, float | None]:

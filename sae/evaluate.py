@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from sae.config import DEFAULT_MODEL, EvalConfig, StoreConfig, to_dict
+from sae.devices import model_device
 from sae.metrics import (
     DownstreamMetrics,
     EvalResult,
@@ -362,7 +363,7 @@ def splice_ce(
 
     hook = validate_hook(model, sae.cfg.hook_name)
     token_filter = _token_filter(model, hook, cfg)
-    device = next(model.parameters()).device
+    device = model_device(model)
     sums = {"clean": 0.0, "sae": 0.0, "zero": 0.0, "kl_sae": 0.0, "kl_zero": 0.0}
     n_pred = n_pos = n_rows = n_spliced = n_special = n_outlier = 0
     for tokens in _progress(batches, progress, "CE"):

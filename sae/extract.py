@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from sae.devices import model_device
 from sae.model import HookError, stop_layer, validate_hook
 from sae.token_filter import TokenFilter
 
@@ -149,7 +150,7 @@ class ActivationExtractor:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.original_model.parameters()).device
+        return model_device(self.model)
 
     # ------------------------------------------------------------------ raw forward
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from sae.config import DEFAULT_MODEL
+from sae.devices import parse_dtype, pick_device
 from sae.embedded import embedded_model_dir, is_embedded
 from sae.kv_cache import bridge_cache_compat
 
@@ -25,42 +26,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-}
 _LAYER_RE = re.compile(r"^blocks\.(\d+)\.")
 
 
 class HookError(ValueError):
     """A hook name or layer that the model does not have."""
-
-
-def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    try:
-        return _DTYPES[dtype.lower()]
-    except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(set(_DTYPES))}") from None
-
-
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """The requested device, or the best available one: cuda > mps > cpu."""
-    if device is not None:
-        dev = torch.device(device)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(f"device {device!r} requested but CUDA is not available; use --device cpu")
-        return dev
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def load_model(

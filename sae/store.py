@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from sae.config import DataConfig, StoreConfig
-from sae.model import parse_dtype, pick_device
+from sae.devices import parse_dtype, pick_device
 from sae.shards import CacheError, StoreError, acts_key, check_shard, read_manifest
 
 _CHUNKS_PER_BUFFER = 16

@@ -15,6 +15,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from sae import model_device
 from steering.interventions import SteeringError
 from steering.positions import generation_header_ids, last_occurrence, tracker_for
 
@@ -28,10 +29,6 @@ Prompt = str | Sequence[dict]  # plain text, or chat messages [{"role", "content
 
 class _Stop(Exception):
     pass
-
-
-def model_device(model: TransformerBridge) -> torch.device:
-    return next(model.original_model.parameters()).device
 
 
 def render(tokenizer: Any, prompt: Prompt, *, chat: bool, add_generation_prompt: bool = True,

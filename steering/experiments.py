@@ -292,7 +292,7 @@ def _prepare(cfg: SweepConfig, model: TransformerBridge | None, sae: SparseAutoe
     if model is None:
         model = saelib.load_model(cfg.model_name, device=cfg.device)
     if sae is None and cfg.sae_path:
-        sae = saelib.load_sae(cfg.sae_path, device=str(next(model.original_model.parameters()).device))
+        sae = saelib.load_sae(cfg.sae_path, device=str(saelib.model_device(model)))
     caa = None
     if cfg.caa is not None:
         hook = cfg.hook or (sae.cfg.hook_name if sae is not None else None)

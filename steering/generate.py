@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from sae import KVCache
-from steering.activations import Prompt, model_device, pad_left, render
+from sae import KVCache, model_device
+from steering.activations import Prompt, pad_left, render
 from steering.hooks import Steering
 from steering.interventions import SteeringError, as_interventions
 from steering.positions import generation_header_ids, last_occurrence, tracker_for

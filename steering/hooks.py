@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from sae import model_device
 from steering.activations import max_activations
 from steering.interventions import (
     Edit,
@@ -54,7 +55,7 @@ def hook_width(model: TransformerBridge, hook: str) -> int:
     was_enabled, tracker.enabled = tracker.enabled, False
     tok = getattr(model, "tokenizer", None)
     first = getattr(tok, "bos_token_id", None) or 0
-    device = next(model.original_model.parameters()).device
+    device = model_device(model)
     try:
         with torch.no_grad(), model.hooks(fwd_hooks=[(hook, probe)]):
             model.original_model(input_ids=torch.tensor([[first]], device=device))

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from steering.activations import model_device
+from sae import model_device
 from steering.interventions import SteeringError
 from steering.positions import tracker_for
 

@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from sae import model_device
 from steering.activations import (
     Prompt,
     PromptActs,
     _open_db,
     encode_acts,
     hook_activations,
-    model_device,
     pad_left,
     prompt_set_activations,
     render,

@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         db = str(sae_dir / "features.sqlite")
     s = sae.load_sae(sae_dir)  # a damaged cfg.json is reported (with its fix) before a model loads
     model = sae.load_model(args.model or _sae_model_name(s), device=args.device)
-    s = s.to(str(next(model.original_model.parameters()).device))
+    s = s.to(str(sae.model_device(model)))
     iv = FeatureSteering(s, edits, positions=args.positions, hook=args.hook, feature_db=db)
     gens = steering.generate(
         model, prompts, iv, compare=not args.no_compare, seed=args.seed, max_new_tokens=args.max_new_tokens,

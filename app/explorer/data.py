@@ -141,7 +141,7 @@ def require_model_and_sae(db: sae.FeatureDB) -> tuple[Any, Any]:
                      f"rebuild the database: `saekit analyze SAE_DIR --tokens 200000 --out {db.path}`.")
             st.stop()
         try:
-            device = str(next(model.parameters()).device)
+            device = str(sae.model_device(model))
             sae_obj = _load_sae(sae_path, device)
         except Exception as e:
             st.error(f"Could not load the SAE at `{sae_path}`: {e}")

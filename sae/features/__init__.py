@@ -6,8 +6,7 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from sae.lazy import lazy_exports
 
 _EXPORTS = {
     "build_feature_db": "sae.features.build",
@@ -19,9 +18,4 @@ _EXPORTS = {
     "TextActivations": "sae.features.activations",
 }
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'sae.features' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

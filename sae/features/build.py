@@ -23,9 +23,10 @@ import torch
 from torch import Tensor
 
 from sae.config import FeaturesConfig, to_dict
+from sae.devices import model_device
 from sae.features.accumulate import FeatureAccumulator
 from sae.features.lens import decoder_neighbours, logit_lens, unembedding
-from sae.features.source import ForwardTimer, cache_batches, model_batches, model_device
+from sae.features.source import ForwardTimer, cache_batches, model_batches
 from sae.features.write import write_feature_db
 
 log = logging.getLogger(__name__)

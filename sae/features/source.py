@@ -36,10 +36,6 @@ class ForwardTimer:
         self.seconds = 0.0
 
 
-def model_device(model) -> torch.device:
-    return next(model.parameters()).device
-
-
 _EXTRACTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 

@@ -88,7 +88,7 @@ class Trainer:
                 f"autocast_dtype={cfg.autocast_dtype!r}: use null (fp32) or bfloat16; float16 would need "
                 "a GradScaler, which silently skips steps"
             )
-        from sae.model import pick_device
+        from sae.devices import pick_device
 
         self.cfg = cfg
         self.device = pick_device(cfg.device)

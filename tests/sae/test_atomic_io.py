@@ -138,3 +138,30 @@ def test_pause_hook_stops_mid_file(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_read_json_names_the_path_and_the_fix(tmp_path):
+    from sae.atomic_io import read_json
+
+    good = tmp_path / "ok.json"
+    good.write_text('{"a": 1}')
+    assert read_json(good, fix="unused") == {"a": 1}
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"a": ')
+    with pytest.raises(RuntimeError, match=r"bad\.json is not valid JSON.*rebuild it"):
+        read_json(bad, fix="rebuild it", error=RuntimeError)
+    with pytest.raises(ValueError, match=r"missing\.json: no such manifest; run saekit cache"):
+        read_json(tmp_path / "missing.json", fix="run saekit cache", what="manifest")
+
+
+def test_parse_dtype_and_model_device_are_shared():
+    import torch
+
+    from sae.devices import model_device, parse_dtype
+
+    for name in ("float32", "fp32", "torch.float32", "FLOAT"):
+        assert parse_dtype(name) is torch.float32
+    assert parse_dtype("bf16") is torch.bfloat16
+    with pytest.raises(ValueError, match="unknown dtype 'int7'"):
+        parse_dtype("int7")
+    assert model_device(torch.nn.Linear(2, 2)).type == "cpu"
