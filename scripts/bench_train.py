@@ -190,7 +190,7 @@ def baseline(script: str, python: str, acts_file: Path, tokens: int, holdout: in
 
 def quality(cache: Path, tokens: int, eval_tokens: int, ce_batches: int, relu_l1: list[float], out: Path, model,
             lr: float | None = None, archs: tuple[str, ...] = ARCHS) -> list[dict]:
-    from sae.evaluate import evaluate
+    from sae.evaluation import evaluate
     from sae.training.trainer import train
 
     saes = [

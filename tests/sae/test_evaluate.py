@@ -10,8 +10,8 @@ import torch
 
 from sae.architectures.base import SparseAutoencoder
 from sae.config import DataConfig, EvalConfig, SAEConfig
-from sae.evaluate import evaluate
-from sae.metrics import schema
+from sae.eval_metrics import schema
+from sae.evaluation import evaluate
 
 HOOK = "blocks.6.hook_resid_post"
 
@@ -210,7 +210,7 @@ def test_activations_from_cache(model, tmp_path) -> None:
     """With a cache: its tail, raw (unnormalised); the CE text starts after the cached rows."""
     from sae.cache import build_cache
     from sae.config import CacheConfig
-    from sae.evaluate import _rows_used_by_cache
+    from sae.splice import _rows_used_by_cache
 
     corpus = tmp_path / "docs.txt"
     corpus.write_text(

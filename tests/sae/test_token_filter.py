@@ -9,8 +9,8 @@ import torch
 
 import sae as saelib
 from sae.config import EvalConfig
-from sae.evaluate import splice_ce
 from sae.extract import ActivationExtractor
+from sae.splice import splice_ce
 from sae.token_filter import TokenFilter, drops_special_tokens, filter_tokens, is_residual_hook
 from steering.activations import prompt_set_activations, render
 

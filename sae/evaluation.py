@@ -1,0 +1,245 @@
+"""Held-out evaluation of an SAE: reconstruction, sparsity, and what splicing it in costs the model.
+
+    result = sae.evaluate(sae_or_path, model=None, cfg=EvalConfig(...), acts=None)
+    result.to_dict()   # JSON-ready, with a `schema` block that describes every field
+    print(result.summary())
+
+Reconstruction and sparsity metrics (`sae.eval_metrics` defines each) come from, in order of
+preference: `acts` (a tensor [N, d_in] or an iterable of batches), the activation cache
+`cfg.cache_dir` (its last `n_tokens`: the tail a trainer with `store.held_out_tokens` never
+trains on; raw activations, since a saved SAE has the normalisation folded into its weights),
+or the model run on the fly over `cfg.data` with the cache's own extractor and token filter
+(special tokens and norm outliers dropped). Everything is computed in fp32, whatever the SAE's
+dtype. CE / KL (`cfg.ce_batches` > 0) come from `sae.splice`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from sae.config import DEFAULT_MODEL, EvalConfig, StoreConfig, to_dict
+from sae.eval_metrics import ReconstructionAccumulator
+from sae.eval_result import EvalResult, save_density_plot
+from sae.splice import ce_rows, check_width, splice_ce
+
+if TYPE_CHECKING:
+    from sae.architectures.base import SparseAutoencoder
+
+log = logging.getLogger(__name__)
+
+_ROWS_PER_FORWARD = 32  # rows per forward when activations come from the model (the cache's default)
+
+
+def evaluate(
+    sae: SparseAutoencoder | str | Path | None = None,
+    model: Any = None,
+    cfg: EvalConfig | None = None,
+    *,
+    acts: Tensor | Iterable[Tensor] | None = None,
+    tokens: Tensor | None = None,
+    progress: bool = False,
+) -> EvalResult:
+    """Evaluate an SAE (object or checkpoint folder; None: `cfg.sae_path`). See the module doc.
+
+    `tokens` ([rows, T] LongTensor) replaces `cfg.data` as the text of the CE pass. When
+    `cfg.out_path` is set, the JSON and the density plot (HTML, PNG if possible) are written.
+    """
+    start = time.perf_counter()
+    sae_obj, sae_path = _resolve_sae(sae, cfg or EvalConfig())
+    sae_obj.eval()
+    cfg = _with_training_held_out(cfg or EvalConfig(), sae_path, given_acts=acts is not None)
+    if acts is not None:
+        source, batches = "acts", _batches_from_acts(acts, cfg.batch_size, cfg.n_tokens)
+    elif cfg.cache_dir is not None:
+        source, batches = _cache_batches(cfg, sae_obj, _held_by_training(sae_path, cfg.cache_dir))
+    else:
+        model = model if model is not None else _load_model(cfg, sae_obj)
+        source, batches = "model", _model_batches(model, sae_obj, cfg)
+    acc = ReconstructionAccumulator(sae_obj.d_in, sae_obj.d_sae, device=sae_obj.device)
+    for x in _bar(batches, progress, "reconstruction"):
+        _reconstruct_into(acc, sae_obj, x)
+    recon, sparsity = acc.results(source, cfg.dense_threshold)
+    downstream = None
+    if cfg.ce_batches > 0:
+        model = model if model is not None else _load_model(cfg, sae_obj)
+        downstream = splice_ce(model, sae_obj, ce_rows(model, cfg, tokens), cfg, progress=progress)
+    result = EvalResult(
+        sae={"path": sae_path, **sae_obj.summary()},
+        reconstruction=recon,
+        sparsity=sparsity,
+        downstream=downstream,
+        config=to_dict(cfg),
+        feature_density=acc.feature_density(),
+    )
+    result.seconds = time.perf_counter() - start
+    if cfg.out_path:
+        out = Path(cfg.out_path)
+        result.plots = save_density_plot(result, out.with_name(out.stem + "_density"), png=cfg.save_png)
+        result.save(out)
+    return result
+
+
+# --------------------------------------------------------------------------- where the tokens come from
+
+
+def _with_training_held_out(cfg: EvalConfig, sae_path: str | None, *, given_acts: bool) -> EvalConfig:
+    """The config to run (a copy, reported in the result): with no cache given, the training
+    cache's held-out tail when the run that trained the SAE reserved one (and no more of it)."""
+    if given_acts or cfg.cache_dir is not None:
+        return dataclasses.replace(cfg)
+    train_cache, held = _training_split(sae_path)
+    if held <= 0 or train_cache is None or not (Path(train_cache) / "manifest.json").exists():
+        return dataclasses.replace(cfg)
+    if cfg.n_tokens > held:
+        log.info("evaluating on the %d held-out tokens training reserved (asked for %d)", held, cfg.n_tokens)
+    return dataclasses.replace(cfg, cache_dir=train_cache, n_tokens=min(cfg.n_tokens, held))
+
+
+def _training_split(path: str | None) -> tuple[str | None, int]:
+    """(cache_dir, held_out_tokens) of the run that trained the SAE at `path`, when recorded.
+
+    The trainer writes `train_config.json` into its out_dir: the SAE's folder, or its parent
+    when one run trained several SAEs.
+    """
+    if path is None:
+        return None, 0
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    for candidate in (folder / "train_config.json", folder.parent / "train_config.json"):
+        try:
+            doc = json.loads(candidate.read_text())
+        except (OSError, ValueError):
+            continue
+        held = (doc.get("store") or {}).get("held_out_tokens") or 0
+        return doc.get("cache_dir"), int(held)
+    return None, 0
+
+
+def _held_by_training(sae_path: str | None, cache_dir: str) -> int | None:
+    """How many tail tokens of `cache_dir` the SAE's training held out (None: not this cache)."""
+    train_cache, held = _training_split(sae_path)
+    same = train_cache is not None and Path(train_cache).resolve() == Path(cache_dir).resolve()
+    return held if same else None
+
+
+@torch.no_grad()
+def _reconstruct_into(acc: ReconstructionAccumulator, sae: SparseAutoencoder, x: Tensor) -> None:
+    check_width(math.prod(x.shape[1:]), sae)
+    x = x.reshape(-1, sae.d_in).to(sae.device)
+    codes = sae.encode(x.to(sae.dtype))
+    x_hat = sae.decode(codes)
+    acc.update(x.float(), codes, x_hat.float())
+
+
+def _batches_from_acts(acts: Tensor | Iterable[Tensor], batch_size: int, n_tokens: int) -> Iterator[Tensor]:
+    """Batches of at most `batch_size` rows from a tensor or an iterable; all of a given tensor."""
+    if isinstance(acts, Tensor):
+        flat = acts.reshape(-1, acts.shape[-1])
+        for i in range(0, flat.shape[0], batch_size):
+            yield flat[i : i + batch_size]
+        return
+    seen = 0
+    for batch in acts:
+        yield batch
+        seen += batch.reshape(-1, batch.shape[-1]).shape[0]
+        if seen >= n_tokens:
+            return
+
+
+def _cache_batches(
+    cfg: EvalConfig, sae: SparseAutoencoder, held_by_training: int | None
+) -> tuple[str, Iterator[Tensor]]:
+    """The LAST `n_tokens` of the cache: the part a trainer with `store.held_out_tokens` never saw."""
+    from sae.shards import read_manifest
+    from sae.store import ActivationStore
+
+    hook = sae.cfg.hook_name or None
+    manifest = read_manifest(cfg.cache_dir)
+    stats = manifest.get("hook_stats", {}).get(hook or (manifest.get("hooks") or [""])[0], {})
+    total = int(stats.get("n_kept", cfg.n_tokens + 1))
+    n = min(cfg.n_tokens, max(total - 1, 1))
+    store_cfg = StoreConfig(batch_size=cfg.batch_size, shuffle=False, normalize=False,
+                            device=str(sae.device), dtype="float32", held_out_tokens=n)
+    store = ActivationStore.from_cache(cfg.cache_dir, hook=hook, cfg=store_cfg)
+    if store.d_in != sae.d_in:
+        raise ValueError(
+            f"cache {cfg.cache_dir} holds d_in={store.d_in} activations at {store.hook!r} but the SAE has "
+            f"d_in={sae.d_in} (trained on {sae.cfg.hook_name!r}); point --cache at a cache of that hook"
+        )
+    x = store.held_out(n, raw=True)
+    if held_by_training is not None and n <= held_by_training:
+        return "cache-held-out", _batches_from_acts(x, cfg.batch_size, n)
+    log.warning(
+        "evaluating on the last %d tokens of %s; the SAE's checkpoint does not show that training held "
+        "them out (train with store.held_out_tokens >= %d for a clean held-out evaluation)",
+        n, cfg.cache_dir, n,
+    )
+    return "cache-tail", _batches_from_acts(x, cfg.batch_size, n)
+
+
+def _model_batches(model: Any, sae: SparseAutoencoder, cfg: EvalConfig) -> Iterator[Tensor]:
+    """Activations at the SAE's hook, run on the fly with the cache's extractor and filter."""
+    from sae.data import special_ids, token_rows
+    from sae.extract import ActivationExtractor
+
+    extractor = ActivationExtractor(
+        model,
+        [sae.cfg.hook_name],
+        **to_dict(cfg.token_filter),
+        extra_special_ids=list(special_ids(model.tokenizer, cfg.data)),
+    )
+    hook = extractor.hooks[0]
+    rows = token_rows(cfg.data, model.tokenizer)
+    seen = 0
+    while seen < cfg.n_tokens:
+        batch = [row for _, row in zip(range(_ROWS_PER_FORWARD), rows, strict=False)]
+        if not batch:
+            log.warning("text ran out after %d tokens (asked for %d)", seen, cfg.n_tokens)
+            break
+        x = extractor(torch.stack(batch)).acts[hook][: cfg.n_tokens - seen]
+        seen += x.shape[0]
+        yield x
+
+
+# --------------------------------------------------------------------------- the SAE and the model
+
+
+def _resolve_sae(sae: Any, cfg: EvalConfig) -> tuple[SparseAutoencoder, str | None]:
+    from sae.architectures.base import SparseAutoencoder
+
+    if isinstance(sae, SparseAutoencoder):
+        if cfg.device is not None:
+            sae = sae.to(cfg.device)
+        return sae, cfg.sae_path  # the folder it came from, if given: its training split
+    path = sae if sae is not None else cfg.sae_path
+    if not isinstance(path, (str, Path)):
+        raise TypeError(f"sae must be a SparseAutoencoder or a checkpoint folder, got {type(sae).__name__}")
+    from sae.checkpoint import load_sae
+
+    return load_sae(path, device=cfg.device), str(path)
+
+
+def _load_model(cfg: EvalConfig, sae: SparseAutoencoder) -> Any:
+    from sae.model import load_model
+
+    name = cfg.model.name
+    # The SAE knows the model it was trained on; an explicit non-default name wins.
+    if name == DEFAULT_MODEL and sae.cfg.model_name not in ("", "unknown", None):
+        name = sae.cfg.model_name
+    log.info("loading model %s for evaluation", name)
+    return load_model(name, device=cfg.model.device or cfg.device, dtype=cfg.model.dtype)
+
+
+def _bar(it: Iterable[Tensor], enabled: bool, desc: str) -> Iterable[Tensor]:
+    from tqdm.auto import tqdm
+
+    return tqdm(it, desc=desc, unit="batch", disable=not enabled)
