@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,12 @@ class _Stop(Exception):
     """Raised inside a hook once every requested activation is captured: ends the forward."""
 
 
+# Per bridge, kept beside it rather than on it (an attribute on an nn.Module can become a
+# submodule, and saekit sets none on other libraries' objects); weak, so they go with the model.
+_FAST_MODELS: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, Any], Any]] = weakref.WeakKeyDictionary()
+_FAST_VERDICTS: weakref.WeakKeyDictionary[Any, dict[tuple, str]] = weakref.WeakKeyDictionary()
+
+
 def _strip(name: str) -> str:
     return ".".join(p for p in name.split(".") if p != _ORIG)
 
@@ -59,7 +66,7 @@ def _fast_model(bridge: Any) -> Any:
     hf = bridge.original_model
     first = next(hf.parameters())
     key = (first.device, first.dtype)
-    cached = bridge.__dict__.get("_saekit_fast_model")
+    cached = _FAST_MODELS.get(bridge)
     if cached is not None and cached[0] == key:
         return cached[1]
     from transformers import AutoModelForCausalLM
@@ -82,8 +89,7 @@ def _fast_model(bridge: Any) -> Any:
                     raise HookError(f"cannot mirror the model for the fast path: no tensor {full}")
                 registry[key] = tensors[full]  # type: ignore[assignment]
     fast.eval()
-    # Through __dict__, not setattr: nn.Module would adopt it as a submodule (and its state_dict).
-    bridge.__dict__["_saekit_fast_model"] = (key, fast)
+    _FAST_MODELS[bridge] = (key, fast)
     return fast
 
 
@@ -210,7 +216,7 @@ class ActivationExtractor:
         """
         param = next(self.model.original_model.parameters())
         key = (tuple(self.hooks), str(param.device), str(param.dtype))
-        verdicts = self.model.__dict__.setdefault("_saekit_fast_verdicts", {})
+        verdicts = _FAST_VERDICTS.setdefault(self.model, {})
         if key not in verdicts:
             row = tokens[:1]
             fast, ref = self._run_fast(row), self._run_bridge(row)

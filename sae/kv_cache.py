@@ -18,6 +18,7 @@ only for models whose forward takes `cache`; `sae.load_model` applies it to ever
 from __future__ import annotations
 
 import inspect
+import weakref
 from typing import Any
 
 from torch import Tensor
@@ -53,7 +54,8 @@ def cache_kwargs(hf_model: Any, cache: Any) -> dict[str, Any]:
     return {cache_kwarg(hf_model): cache, "use_cache": True}
 
 
-_ALIASED = "_saekit_cache_alias"
+# Attention modules already given the alias hook (weak: a module freed with its model leaves).
+_ALIASED: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def _alias_cache(module: Any, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
@@ -69,9 +71,9 @@ def bridge_cache_compat(hf_model: Any) -> None:
     if "cache" not in _forward_params(hf_model):
         return
     for module in hf_model.modules():
-        if hasattr(module, "_update_kv_cache") and not getattr(module, _ALIASED, False):
+        if hasattr(module, "_update_kv_cache") and module not in _ALIASED:
             module.register_forward_pre_hook(_alias_cache, with_kwargs=True)
-            setattr(module, _ALIASED, True)
+            _ALIASED.add(module)
 
 
 class KVCache:
