@@ -231,6 +231,24 @@ def _parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
 def _parse_cfg(raw: dict[str, Any], folder: Path, normalization_scale: float | None) -> tuple[SAEConfig, float | None]:
     """SAEConfig from a cfg.json (ours or SAELens's), and the scale still to fold in (if any)."""
     where = folder / CFG_FILE
+    cls = _architecture_of(raw, where)
+    ours = raw.get("saekit")
+    if isinstance(ours, dict) and isinstance(ours.get("sae"), dict):
+        try:
+            cfg = from_dict(SAEConfig, dict(ours["sae"]))
+        except ConfigError as e:
+            raise _damaged(where, f"the saekit block is malformed ({e})") from e
+        cfg.architecture = cls.architecture  # e.g. BatchTopK is stored (and behaves) as JumpReLU
+    else:
+        cfg = _cfg_from_saelens(raw, cls, where)
+    for key, want in (("d_in", cfg.d_in), ("d_sae", cfg.d_sae)):
+        if raw[key] != want:
+            raise _damaged(where, f"{key}={raw[key]} disagrees with the saekit block's {want}")
+    return cfg, _scale_to_fold(raw.get("normalize_activations", "none"), normalization_scale, where)
+
+
+def _architecture_of(raw: dict[str, Any], where: Path) -> type[SparseAutoencoder]:
+    """The architecture class a cfg.json names, after the checks every format needs."""
     saelens_arch = raw.get("architecture", SAELENS_UNNAMED)
     cls = from_saelens(saelens_arch, raw.get("activation_fn") or raw.get("activation_fn_str"))
     if cls is None:
@@ -239,7 +257,6 @@ def _parse_cfg(raw: dict[str, Any], folder: Path, normalization_scale: float | N
             f"(our architectures: {architectures()}). saekit cannot load this SAE: use it with SAELens, "
             f"or train a supported one here (`saekit train --arch {SAEConfig.architecture}`)"
         )
-    arch = cls.architecture
     for key in ("d_in", "d_sae"):
         if not isinstance(raw.get(key), int) or isinstance(raw.get(key), bool) or raw[key] <= 0:
             raise _damaged(where, f"{key!r} must be a positive integer, got {raw.get(key)!r}")
@@ -249,52 +266,45 @@ def _parse_cfg(raw: dict[str, Any], folder: Path, normalization_scale: float | N
         raise CheckpointError(f"{where}: finetuning_scaling_factor SAEs are not supported")
     if raw.get("reshape_activations", "none") not in (None, "none"):
         log.warning("%s: reshape_activations=%r; pass flattened activations", where, raw["reshape_activations"])
+    return cls
 
-    ours = raw.get("saekit")
-    if isinstance(ours, dict) and isinstance(ours.get("sae"), dict):
-        try:
-            cfg = from_dict(SAEConfig, dict(ours["sae"]))
-        except ConfigError as e:
-            raise _damaged(where, f"the saekit block is malformed ({e})") from e
-        cfg.architecture = arch  # e.g. BatchTopK is stored (and behaves) as JumpReLU
-    else:
-        meta = raw.get("metadata") or raw.get("meta") or {}
-        if not isinstance(meta, dict):
-            raise CheckpointError(f"{where}: 'metadata' must be an object")
-        hook = meta.get("hook_name") or raw.get("hook_name") or raw.get("hook_point") or ""
-        cfg = SAEConfig(
-            architecture=arch,
-            d_in=raw["d_in"],
-            d_sae=raw["d_sae"],
-            hook_name=str(hook),
-            model_name=str(meta.get("model_name") or raw.get("model_name") or "unknown"),
-            context_size=int(meta.get("context_size") or raw.get("context_size") or 128),
-            apply_b_dec_to_input=bool(raw.get("apply_b_dec_to_input", True)),
-            dtype=str(_parse_dtype(raw.get("dtype", "float32"))).removeprefix("torch."),
-        )
-        try:
-            cls.read_saelens_cfg(raw, cfg)
-        except ValueError as e:
-            raise _damaged(where, str(e)) from e
-    for key, want in (("d_in", cfg.d_in), ("d_sae", cfg.d_sae)):
-        if raw[key] != want:
-            raise _damaged(where, f"{key}={raw[key]} disagrees with the saekit block's {want}")
 
-    norm = raw.get("normalize_activations", "none")
-    scale = None
+def _cfg_from_saelens(raw: dict[str, Any], cls: type[SparseAutoencoder], where: Path) -> SAEConfig:
+    """SAEConfig from a cfg.json without a saekit block (written by SAELens or another tool)."""
+    meta = raw.get("metadata") or raw.get("meta") or {}
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{where}: 'metadata' must be an object")
+    hook = meta.get("hook_name") or raw.get("hook_name") or raw.get("hook_point") or ""
+    cfg = SAEConfig(
+        architecture=cls.architecture,
+        d_in=raw["d_in"],
+        d_sae=raw["d_sae"],
+        hook_name=str(hook),
+        model_name=str(meta.get("model_name") or raw.get("model_name") or "unknown"),
+        context_size=int(meta.get("context_size") or raw.get("context_size") or 128),
+        apply_b_dec_to_input=bool(raw.get("apply_b_dec_to_input", True)),
+        dtype=str(_parse_dtype(raw.get("dtype", "float32"))).removeprefix("torch."),
+    )
+    try:
+        cls.read_saelens_cfg(raw, cfg)
+    except ValueError as e:
+        raise _damaged(where, str(e)) from e
+    return cfg
+
+
+def _scale_to_fold(norm: Any, normalization_scale: float | None, where: Path) -> float | None:
+    """The dataset scale to fold into the weights, from cfg.json's normalize_activations."""
     if norm in (None, "none", False):
-        pass
-    elif norm in ("expected_average_only_in", True):
-        if normalization_scale is None:
-            raise CheckpointError(
-                f"{where}: this SAE expects activations scaled by a dataset factor "
-                "(normalize_activations=expected_average_only_in) that is not in the file; "
-                "pass load_sae(..., normalization_scale=<factor>) to fold it in"
-            )
-        scale = float(normalization_scale)
-    else:
+        return None
+    if norm not in ("expected_average_only_in", True):
         raise CheckpointError(f"{where}: normalize_activations={norm!r} (a per-token rescale) is not supported")
-    return cfg, scale
+    if normalization_scale is None:
+        raise CheckpointError(
+            f"{where}: this SAE expects activations scaled by a dataset factor "
+            "(normalize_activations=expected_average_only_in) that is not in the file; "
+            "pass load_sae(..., normalization_scale=<factor>) to fold it in"
+        )
+    return float(normalization_scale)
 
 
 def _read_native(folder: Path) -> tuple[SAEConfig, dict[str, Tensor]]:
