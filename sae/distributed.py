@@ -1,6 +1,12 @@
-"""Data-parallel training under `torchrun`: NCCL on GPUs, gloo on CPUs.
+"""Running under `torchrun`, for caching and training: NCCL on GPUs, gloo on CPUs.
 
-Every rank reads the same global batch from the activation stream and trains on its own
+`init_distributed` joins the process group torchrun describes (or returns a single-process
+`DistInfo`); `release` leaves it again when this process created it.
+
+Caching: rank ``r`` computes shards ``r, r + world, ...`` and rank 0 writes the manifest after a
+`barrier` (see `sae.cache`).
+
+Training: every rank reads the same global batch from the activation stream and trains on its own
 contiguous slice of it; gradients are averaged with one all-reduce per SAE before clipping and
 the optimizer step, so every rank applies the same update and the weights stay identical
 (bit-for-bit up to the all-reduce's summation order). Because the loss is a mean over tokens,
@@ -17,7 +23,7 @@ single-process one and needs nothing from the store but the batches.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -29,6 +35,7 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    created: bool = field(default=False, compare=False)  # this process started the group
 
     @property
     def enabled(self) -> bool:
@@ -57,13 +64,22 @@ def init_distributed(device_type: str) -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
-    if not dist.is_initialized():
+    created = not dist.is_initialized()
+    if created:
         backend = "nccl" if device_type == "cuda" else "gloo"
         dist.init_process_group(backend=backend)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device_type == "cuda":
         torch.cuda.set_device(local_rank)
-    return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank)
+    return DistInfo(
+        rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank, created=created
+    )
+
+
+def release(info: DistInfo) -> None:
+    """Leave the process group if `init_distributed` created it (a caller's group stays)."""
+    if info.enabled and info.created and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def all_reduce_mean_(tensors: list[Tensor], info: DistInfo) -> None:

@@ -63,10 +63,6 @@ class CacheError(RuntimeError):
     """An activation cache that is missing, incomplete, corrupt, or made with another config."""
 
 
-class StoreError(ValueError):
-    """An activation store (over a cache or a live model) asked for something its source cannot give."""
-
-
 def shard_name(index: int) -> str:
     return f"shard-{index:05d}.safetensors"
 

@@ -36,7 +36,7 @@ from torch import Tensor
 
 from sae.atomic_io import atomic_dir, atomic_write_bytes, atomic_write_json, remove_stale_temps
 from sae.config import ConfigError, to_dict
-from sae.training import ddp
+from sae import distributed as ddp
 
 if TYPE_CHECKING:
     from sae.config import TrainConfig

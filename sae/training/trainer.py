@@ -36,7 +36,7 @@ from torch import Tensor
 from sae.architectures.base import SparseAutoencoder, build_sae, get_architecture
 from sae.checkpoint import save_sae
 from sae.config import ConfigError, TrainConfig, save_config
-from sae.training import ddp
+from sae import distributed as ddp
 from sae.training.init import init_b_dec
 from sae.training.logger import RunLogger, density_log10
 from sae.training.resume import (

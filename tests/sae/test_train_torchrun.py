@@ -95,7 +95,7 @@ def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("world", [2])
 def test_uneven_batch_split_is_a_clear_error(world: int) -> None:
-    from sae.training.ddp import DistInfo
+    from sae.distributed import DistInfo
 
     with pytest.raises(ValueError, match="multiple of 2"):
         DistInfo(rank=0, world_size=world).slice_rows(torch.zeros(7, 4))

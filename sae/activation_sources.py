@@ -1,0 +1,302 @@
+"""Where an `ActivationStore`'s activations come from: a cache on disk, or the model on the fly.
+
+Both sources answer the same questions (`ActivationSource`), so the store never asks which one
+it has. A source hands out *unshuffled* buffers of kept activations, ``buffer(epoch, b)``, until
+an epoch ends (None); the store shuffles, normalises and cuts them into batches.
+
+`CacheSource`: an epoch is built from *chunks* (runs of ~buffer_tokens/16 consecutive kept tokens
+of one shard). The epoch's chunk order is a seeded permutation over all shards and consecutive
+chunks fill a buffer of ~buffer_tokens, so a batch mixes ~16 places of the corpus while memory
+stays at two buffers. Held-out tokens are the cache's last ones.
+
+`ModelSource`: buffer ``b`` of every epoch is text rows ``[h + b*R, h + (b+1)*R)`` of the packed
+stream, where ``R = buffer_tokens // T`` and the first ``h`` rows are held out. Rows are
+deterministic, so any buffer can be recomputed from its index alone: resuming costs re-tokenizing
+the rows before it and one buffer's forward passes, not the whole epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from sae.config import DataConfig, StoreConfig, to_dict
+from sae.manifest import CacheManifest
+from sae.shards import CacheError, acts_key, check_shard
+
+__all__ = ["ActivationSource", "CacheSource", "ModelSource", "StoreError"]
+
+_CHUNKS_PER_BUFFER = 16
+_NORM_SAMPLE = 65_536  # tokens used to estimate the normalisation scale
+_MAX_OPEN = 64  # memory-mapped shard handles kept open
+
+Span = tuple[int, int, int]  # (shard, start, stop) of kept tokens
+
+
+class StoreError(ValueError):
+    """An activation store (over a cache or a live model) asked for something its source cannot give."""
+
+
+def stable_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (stable across runs and platforms)."""
+    h = 1469598103934665603
+    for p in parts:
+        h = ((h ^ (p & 0xFFFFFFFFFFFFFFFF)) * 1099511628211) & 0x7FFFFFFFFFFFFFFF
+    return h
+
+
+def seeded_perm(n: int, *seed: int) -> torch.Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(stable_seed(*seed)))
+
+
+class ActivationSource(Protocol):
+    """What `ActivationStore` needs from a source of activations of one hook."""
+
+    kind: str  # "cache" | "model": recorded in the store's state, so a resume finds the same kind
+    hook: str
+    d_in: int
+    fingerprint: str | None  # identifies a cache's contents (None: computed on the fly)
+    prefetch: bool  # cheap to read the next buffer in a background thread while one is consumed
+    epoch_tokens: int | None  # training tokens per epoch (None until an epoch has been seen)
+
+    def arrange(self, buffer_tokens: int, seed: int, shuffle: bool) -> None:
+        """Lay epochs out in buffers of ~`buffer_tokens` for this seed (also on resume)."""
+
+    def buffer(self, epoch: int, b: int) -> torch.Tensor | None:
+        """Unshuffled kept activations [n, d_in] of buffer `b` of `epoch`; None past its end."""
+
+    def held_out(self, n: int) -> torch.Tensor:
+        """The first `n` held-out activations [n, d_in] (never in a training buffer)."""
+
+    def normalization_sample(self) -> torch.Tensor:
+        """A deterministic sample of training activations [m, d_in] for the normalisation scale."""
+
+
+# --------------------------------------------------------------------------- from a cache
+
+
+class CacheSource:
+    """Chunks of a cache's shards, for one hook."""
+
+    kind = "cache"
+    prefetch = True
+
+    def __init__(self, manifest: CacheManifest, hook: str, cfg: StoreConfig) -> None:
+        manifest.require_complete()
+        self.dir = manifest.path
+        self.hook = hook
+        self.key = acts_key(hook)
+        self.verify = cfg.verify
+        self.fingerprint: str | None = manifest.fingerprint
+        self.d_in = manifest.d_in_of(hook)
+        self.shards = manifest.shards
+        for entry in self.shards:  # cheap size check now; sha256 when first read
+            check_shard(self.dir, entry, full=False)
+        self.total = manifest.n_kept(hook)
+        held = cfg.held_out_tokens
+        if held >= self.total:
+            raise StoreError(
+                f"held_out_tokens={held} leaves nothing to train on: the cache holds "
+                f"{self.total} tokens for {hook}"
+            )
+        self.epoch_tokens: int | None = self.total - held
+        self._handles: OrderedDict[int, Any] = OrderedDict()
+        self._verified: set[int] = set()
+        self._lock = threading.Lock()  # the prefetch thread reads too
+        self.arrange(cfg.buffer_tokens, cfg.seed, cfg.shuffle)
+
+    def arrange(self, buffer_tokens: int, seed: int, shuffle: bool) -> None:
+        self.buffer_tokens, self.seed, self.shuffle = buffer_tokens, seed, shuffle
+        self._chunk = max(1, buffer_tokens // _CHUNKS_PER_BUFFER)
+        assert self.epoch_tokens is not None
+        self._train_spans = self._spans(0, self.epoch_tokens)
+        self._held_spans = self._spans(self.epoch_tokens, self.total)
+        self._layouts: dict[int, list[list[Span]]] = {}
+
+    def buffer(self, epoch: int, b: int) -> torch.Tensor | None:
+        layout = self._layout(epoch)
+        return self._read(layout[b]) if b < len(layout) else None
+
+    def held_out(self, n: int) -> torch.Tensor:
+        return self._read(self._held_spans)[:n]
+
+    def normalization_sample(self) -> torch.Tensor:
+        # the start of evenly spaced training chunks
+        step = max(1, len(self._train_spans) // 32)
+        starts = self._train_spans[::step][:32]
+        return self._read([(s, a, min(b, a + _NORM_SAMPLE // 32)) for s, a, b in starts])
+
+    def _layout(self, epoch: int) -> list[list[Span]]:
+        """The buffers of an epoch: groups of chunks in the epoch's chunk order."""
+        if epoch not in self._layouts:
+            spans = self._train_spans
+            order = seeded_perm(len(spans), self.seed, epoch) if self.shuffle else range(len(spans))
+            buffers: list[list[Span]] = [[]]
+            filled = 0
+            for i in order:
+                s, a, b = spans[int(i)]
+                if filled >= self.buffer_tokens:
+                    buffers.append([])
+                    filled = 0
+                buffers[-1].append((s, a, b))
+                filled += b - a
+            self._layouts = {epoch: buffers}  # only the current epoch's layout is kept
+        return self._layouts[epoch]
+
+    def _spans(self, lo: int, hi: int) -> list[Span]:
+        """Chunks covering global kept-token positions [lo, hi) (shard order), none across shards."""
+        out = []
+        base = 0
+        for i, e in enumerate(self.shards):
+            n = e["n_kept"][self.hook]
+            a, b = max(lo, base), min(hi, base + n)
+            for start in range(a, b, self._chunk):
+                out.append((i, start - base, min(b, start + self._chunk) - base))
+            base += n
+        return out
+
+    def _read(self, spans: list[Span]) -> torch.Tensor:
+        """Concatenated activations of the spans, in the stored dtype."""
+        return torch.cat([self._slice(s, a, b) for s, a, b in spans])
+
+    def _slice(self, shard: int, start: int, stop: int) -> torch.Tensor:
+        from safetensors import safe_open
+
+        entry = self.shards[shard]
+        path = self.dir / entry["file"]
+        with self._lock:
+            if self.verify and shard not in self._verified:
+                check_shard(self.dir, entry, full=True)
+                self._verified.add(shard)
+            handle = self._handles.pop(shard, None)
+            if handle is None:
+                try:
+                    handle = safe_open(str(path), framework="pt")
+                except Exception as e:
+                    raise CacheError(f"cannot read shard {path}: {e}") from e
+                if len(self._handles) >= _MAX_OPEN:
+                    self._handles.popitem(last=False)
+            self._handles[shard] = handle
+        acts = handle.get_slice(self.key)[start:stop]
+        _check_finite(acts, path, self.hook)
+        return acts
+
+
+def _check_finite(acts: torch.Tensor, shard: Path, hook: str) -> None:
+    """NaN/inf survive the sha256 check when the model produced them, and an SAE cannot learn
+    from them; name the shard rather than let the loss turn NaN steps later."""
+    if not bool(torch.isfinite(acts).all()):
+        raise CacheError(
+            f"shard {shard} holds NaN or inf activations for {hook}: the model overflowed while "
+            "caching (e.g. in float16), or the file was written that way. Rebuild the cache into a "
+            "new --out in float32 (`saekit cache --dtype float32 --set model.dtype=float32 ...`)"
+        )
+
+
+# --------------------------------------------------------------------------- from the model
+
+
+class ModelSource:
+    """Buffers of text rows run through the model (the same rows every epoch)."""
+
+    kind = "model"
+    prefetch = False  # the forward passes would compete with training for the device
+    fingerprint: str | None = None
+
+    def __init__(
+        self, model: Any, data: DataConfig, hook: str, cfg: StoreConfig, n_tokens: int | None
+    ) -> None:
+        from sae.data import special_ids
+        from sae.extract import ActivationExtractor
+
+        bos, sep = special_ids(model.tokenizer, data)
+        self.extractor = ActivationExtractor(
+            model, [hook], **to_dict(cfg.token_filter), extra_special_ids=[bos, sep]
+        )
+        self.hook = self.extractor.hooks[0]
+        self.model = model
+        self.data = data
+        self.batch_rows = cfg.model_batch_size
+        T = data.context_size
+        self.held_rows = math.ceil(cfg.held_out_tokens / T) if cfg.held_out_tokens else 0
+        self.epoch_rows = math.ceil(n_tokens / T) if n_tokens else None
+        self.arrange(cfg.buffer_tokens, cfg.seed, cfg.shuffle)
+        self.epoch_tokens: int | None = None  # kept activations per epoch, known after one epoch
+        self._rows: Iterator[torch.Tensor] | None = None
+        self._next_row = 0
+        self._cache: dict[tuple[int, int], torch.Tensor | None] = {}
+        self._epoch_count: dict[int, int] = {}
+        self.d_in = int(self.normalization_sample().shape[-1])
+
+    def arrange(self, buffer_tokens: int, seed: int, shuffle: bool) -> None:
+        # the store shuffles within a buffer; the rows of a buffer do not depend on the seed
+        self.buffer_rows = max(1, buffer_tokens // self.data.context_size)
+        self._cache = {}
+
+    def buffer(self, epoch: int, b: int) -> torch.Tensor | None:
+        key = (0, b)  # the text is the same every epoch
+        if key in self._cache:
+            return self._cache[key]
+        start = b * self.buffer_rows
+        n = self.buffer_rows
+        if self.epoch_rows is not None:
+            n = min(n, self.epoch_rows - start)
+        rows = self._take_rows(self.held_rows + start, n) if n > 0 else []
+        acts = self._acts(rows) if rows else None
+        if acts is None and b == 0 and self.epoch_tokens is None:
+            self.epoch_tokens = 0
+        self._cache = {key: acts}  # one buffer of memory
+        self._count(b, acts)
+        return acts
+
+    def held_out(self, n: int) -> torch.Tensor:
+        acts = self._acts(self._take_rows(0, self.held_rows))
+        if acts.shape[0] < n:
+            raise StoreError(
+                f"the {self.held_rows} held-out rows give {acts.shape[0]} activations after "
+                f"filtering, fewer than the {n} asked for; raise store.held_out_tokens"
+            )
+        return acts[:n]
+
+    def normalization_sample(self) -> torch.Tensor:
+        first = self.buffer(0, 0)
+        if first is None:
+            raise StoreError(f"no activations for {self.hook}: the text stream is empty")
+        return first[:_NORM_SAMPLE]
+
+    def _take_rows(self, start: int, n: int) -> list[torch.Tensor]:
+        """Rows [start, start+n) of the stream (fewer at its end), re-reading it only if needed."""
+        from sae.data import token_rows
+
+        if self._rows is None or start < self._next_row:
+            self._rows = token_rows(self.data, self.model.tokenizer)
+            self._next_row = 0
+        out = []
+        for row in self._rows:
+            self._next_row += 1
+            if self._next_row - 1 < start:
+                continue
+            out.append(row)
+            if len(out) == n:
+                break
+        return out
+
+    def _acts(self, rows: list[torch.Tensor]) -> torch.Tensor:
+        parts = []
+        for i in range(0, len(rows), self.batch_rows):
+            res = self.extractor(torch.stack(rows[i : i + self.batch_rows]))
+            parts.append(res.acts[self.hook])
+        return torch.cat(parts) if parts else torch.empty(0, 0)
+
+    def _count(self, b: int, acts: torch.Tensor | None) -> None:
+        if acts is None:
+            if self.epoch_tokens is None and all(i in self._epoch_count for i in range(b)):
+                self.epoch_tokens = sum(self._epoch_count[i] for i in range(b))
+        else:
+            self._epoch_count[b] = int(acts.shape[0])
