@@ -19,7 +19,9 @@ SAE's name, e.g. `topk_4608_k32/train/fvu`):
 | `density_histogram` | histogram of log10 firing frequency per latent since the last one |
 | `tokens`, `tokens_per_s` | tokens trained on so far, throughput since the last log (no prefix) |
 
-`metrics.jsonl` gets the same scalars (not the histogram), one JSON object per log step.
+`metrics.jsonl` gets the same scalars (not the histogram), one JSON object per log step. A run
+that continues from step N (`keep_through_step=N`) first drops the rows after step N, which a
+killed run logged after its last checkpoint, so every step appears once.
 """
 
 from __future__ import annotations
@@ -27,28 +29,37 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from sae.atomic_io import atomic_write_text
 from sae.config import TrainConfig, to_dict
 
 log = logging.getLogger(__name__)
+
+HIST_EVERY_LOGS = 10  # density histogram every 10th log step
 
 
 class RunLogger:
     """Fan-out of metrics to tqdm, metrics.jsonl and wandb; does nothing on non-main ranks."""
 
-    def __init__(self, cfg: TrainConfig, out_dir: Path, *, total_tokens: int, initial_tokens: int, enabled: bool) -> None:
+    def __init__(self, cfg: TrainConfig, out_dir: Path, *, total_tokens: int, initial_tokens: int, enabled: bool,
+                 keep_through_step: int | None = None) -> None:
         self.enabled = enabled
+        self._n_logs, self._t_last, self._tok_last = 0, time.perf_counter(), initial_tokens
         self._bar = None
         self._wandb_run = None
         self._jsonl = None
         if not enabled:
             return
         out_dir.mkdir(parents=True, exist_ok=True)
+        if keep_through_step is not None:
+            _drop_rows_after(out_dir / "metrics.jsonl", keep_through_step)
         self._jsonl = open(out_dir / "metrics.jsonl", "a")  # noqa: SIM115  (closed in close())
         if cfg.progress:
             from tqdm.auto import tqdm
@@ -66,6 +77,17 @@ class RunLogger:
     def postfix(self, text: str) -> None:
         if self._bar is not None:
             self._bar.set_postfix_str(text, refresh=False)
+
+    def log_step(self, metrics: dict[str, float], step: int, tokens: int,
+                 histograms: Callable[[], dict[str, Tensor]]) -> None:
+        """Log a step's scalars with the tokens seen and the throughput since the last call; every
+        `HIST_EVERY_LOGS`th call adds `histograms()` (called on every rank: it resets counters)."""
+        now = time.perf_counter()
+        metrics["tokens"] = tokens
+        metrics["tokens_per_s"] = (tokens - self._tok_last) / max(now - self._t_last, 1e-9)
+        self._t_last, self._tok_last = now, tokens
+        self._n_logs += 1
+        self.log(metrics, step, histograms() if self._n_logs % HIST_EVERY_LOGS == 0 else None)
 
     def log(self, metrics: dict[str, float], step: int, histograms: dict[str, Tensor] | None = None) -> None:
         if not self.enabled:
@@ -97,7 +119,26 @@ class RunLogger:
             self._wandb_run = None
 
 
-def _init_wandb(cfg: TrainConfig, out_dir: Path):
+def _drop_rows_after(path: Path, step: int) -> None:
+    """Keep the rows of `path` up to `step`; a torn last line (the process killed mid-write) goes too."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if line.endswith("\n") and _row_step(line) <= step]
+    if len(kept) != len(lines):
+        log.info("metrics.jsonl: dropped %d rows logged after step %d by the run that stopped", len(lines) - len(kept), step)
+        atomic_write_text(path, "".join(kept))
+
+
+def _row_step(line: str) -> float:
+    """The row's step; infinity (dropped) for a line that is not a complete row."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
+
+
+def _init_wandb(cfg: TrainConfig, out_dir: Path) -> Any:
     try:
         import wandb
     except ImportError as e:  # pragma: no cover - wandb is a dependency

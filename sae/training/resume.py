@@ -1,4 +1,8 @@
-"""Trainer checkpoints for exact resume: safetensors for tensors, JSON for the rest, never pickle.
+"""The file format of trainer checkpoints: safetensors for tensors, JSON for the rest, never pickle.
+
+What a checkpoint holds, and whether it fits a run, is the trainer's business
+(`Trainer.state_dict` / `Trainer.load_state_dict`); this module writes, finds and reads the
+folders and splits nested state into tensors and JSON.
 
 Layout under `<out_dir>/checkpoints/`:
     step_000123/state.safetensors   every tensor: SAE parameters and buffers, Adam moments and
@@ -25,9 +29,8 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,38 +38,14 @@ from safetensors.torch import load_file, save
 from torch import Tensor
 
 from sae.atomic_io import atomic_dir, atomic_write_bytes, atomic_write_json, remove_stale_temps
-from sae.config import ConfigError, to_dict
-from sae import distributed as ddp
-
-if TYPE_CHECKING:
-    from sae.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
 LATEST = "latest.json"
-# Config keys that may change between a run and its resumption.
-_RESUMABLE_KEYS = {
-    "n_tokens", "log_every_steps", "checkpoint_every_tokens", "progress", "wandb_project",
-    "wandb_mode", "run_name", "resume", "device", "out_dir", "cache_dir",
-}
 
 
 class ResumeError(RuntimeError):
     """A trainer checkpoint that cannot be read or does not fit this run."""
-
-
-class Resumable(Protocol):
-    """The trainer as resume sees it (a Protocol, so that this module stays below trainer.py)."""
-
-    cfg: TrainConfig
-    dist: ddp.DistInfo
-    device: torch.device
-    out_dir: Path
-    slots: list[Any]  # each with .name, .sae, .optimizer, .tokens_since_fired
-    step_idx: int
-    tokens_seen: int
-    batch_size: int | None
-    total_steps: int
 
 
 def split_state(obj: Any, prefix: str, tensors: dict[str, Tensor]) -> Any:
@@ -121,6 +100,7 @@ def join_state(obj: Any, tensors: dict[str, Tensor]) -> Any:
 
 
 def rng_state() -> dict[str, Any]:
+    """Every RNG a training step may draw from: torch CPU, Python, CUDA once CUDA is in use."""
     import random
 
     state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
@@ -157,6 +137,7 @@ def write_checkpoint(ckpt_root: Path, step: int, meta: dict[str, Any], state: di
 
 
 def latest_checkpoint(ckpt_root: Path) -> Path | None:
+    """The folder `latest.json` names, None when there is none; ResumeError when it is damaged."""
     pointer = ckpt_root / LATEST
     if not pointer.exists():
         return None
@@ -180,78 +161,9 @@ def read_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return doc["meta"], join_state(doc["state"], tensors)
 
 
-# --------------------------------------------------------------------------- the trainer's state
-
-
-def save_trainer_state(trainer: Resumable, root: Path, streams: Mapping[str, Any], n_tokens: int) -> None:
-    """Checkpoint every SAE, its optimizer and counters, the streams' positions and RNG (main rank writes)."""
-    if trainer.dist.is_main:
-        state: dict[str, Any] = {"rng": rng_state(), "slots": {}, "stores": {}}
-        for slot in trainer.slots:
-            state["slots"][slot.name] = {
-                "sae": slot.sae.state_dict(),
-                "optimizer": slot.optimizer.state_dict(),
-                "tokens_since_fired": slot.tokens_since_fired,
-            }
-        for key, stream in streams.items():
-            if hasattr(stream, "state_dict"):
-                state["stores"][key] = stream.state_dict()
-        meta = {
-            "step": trainer.step_idx, "tokens_seen": trainer.tokens_seen, "n_tokens": n_tokens,
-            "batch_size": trainer.batch_size, "total_steps": trainer.total_steps,
-            "world_size": trainer.dist.world_size, "config": to_dict(trainer.cfg),
-            "slots": [s.name for s in trainer.slots],
-        }
-        write_checkpoint(root, trainer.step_idx, meta, state)
-    ddp.barrier(trainer.dist)
-
-
-def restore_trainer_state(trainer: Resumable, root: Path, streams: Mapping[str, Any]) -> bool:
-    """Continue from `root`'s latest checkpoint if there is one (and resume is on); True if resumed."""
-    if not root.exists():
-        return False
-    if not trainer.cfg.resume:
-        if trainer.dist.is_main:
-            aside = root.with_name(f"checkpoints.old-{time.strftime('%Y%m%d-%H%M%S')}")
-            shutil.move(str(root), str(aside))
-            log.warning("resume=false: moved the previous run's checkpoints to %s", aside)
-        ddp.barrier(trainer.dist)
-        return False
-    path = latest_checkpoint(root)
-    if path is None:
-        return False
-    meta, state = read_checkpoint(path)
-    _check_resumable(trainer, meta)
-    for slot in trainer.slots:
-        s = state["slots"][slot.name]
-        slot.sae.load_state_dict({k: v.to(trainer.device) for k, v in s["sae"].items()})
-        slot.optimizer.load_state_dict(s["optimizer"])
-        slot.tokens_since_fired.copy_(s["tokens_since_fired"].to(trainer.device))
-    for key, stream in streams.items():
-        if key in state["stores"]:
-            if not hasattr(stream, "load_state_dict"):
-                raise ConfigError("the checkpoint has a store position but this stream cannot restore one")
-            stream.load_state_dict(state["stores"][key])
-        else:
-            log.warning("resuming without a stream position (the iterator has no state_dict); data may repeat")
-    set_rng_state(state["rng"])
-    trainer.step_idx, trainer.tokens_seen = int(meta["step"]), int(meta["tokens_seen"])
-    trainer.batch_size, trainer.total_steps = meta["batch_size"], int(meta["total_steps"])
-    log.info("resumed from %s at step %d (%d tokens)", path, trainer.step_idx, trainer.tokens_seen)
-    return True
-
-
-def _check_resumable(trainer: Resumable, meta: dict[str, Any]) -> None:
-    saved = meta.get("config", {})
-    now = to_dict(trainer.cfg)
-    diff = sorted(k for k in set(saved) | set(now) if k not in _RESUMABLE_KEYS and saved.get(k) != now.get(k))
-    if diff:
-        details = "; ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}" for k in diff[:5])
-        raise ConfigError(
-            f"{trainer.out_dir}/checkpoints was written by a run with a different config ({details}). "
-            "Use a new out_dir, or set resume=false to start over (the old checkpoints are moved aside)."
-        )
-    if meta.get("world_size", 1) != trainer.dist.world_size:
-        log.warning("resuming with %d processes (checkpoint had %s)", trainer.dist.world_size, meta.get("world_size"))
-    if meta.get("n_tokens") != trainer.cfg.n_tokens:
-        log.warning("n_tokens changed (%s -> %s): the lr schedule is rescaled from here", meta.get("n_tokens"), trainer.cfg.n_tokens)
+def set_aside(ckpt_root: Path) -> Path:
+    """Move a previous run's checkpoints to `checkpoints.old-<time>` beside them (resume=false)."""
+    aside = ckpt_root.with_name(f"checkpoints.old-{time.strftime('%Y%m%d-%H%M%S')}")
+    shutil.move(str(ckpt_root), str(aside))
+    log.warning("resume=false: moved the previous run's checkpoints to %s", aside)
+    return aside

@@ -14,7 +14,9 @@ dead-latent bookkeeping (tokens since each latent last fired).
 On the first batch of a fresh run, b_dec is set from the data (mean or geometric median) and
 each architecture may initialise from data (JumpReLU's thresholds). Checkpoints (every
 `checkpoint_every_tokens` and at the end) hold everything needed to continue bit-exactly:
-weights, Adam state, counters, the store's position, RNG states (see `resume.py`).
+weights, Adam state, counters, the store's position, RNG states. The trainer gathers and checks
+them (`state_dict` / `load_state_dict`, each SAE's part from its `SAESlot`); `resume.py` is only
+the file format.
 
 Outputs: `<out_dir>/` (one SAE) or `<out_dir>/<name>/` (several), each `sae_weights.safetensors`
 + `cfg.json`; `<out_dir>/train_config.json`, `metrics.jsonl`, `checkpoints/`.
@@ -24,57 +26,39 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from sae.architectures.base import SparseAutoencoder, build_sae, get_architecture
-from sae.checkpoint import save_sae
-from sae.config import ConfigError, TrainConfig, save_config
 from sae import distributed as ddp
-from sae.training.init import init_b_dec
-from sae.training.logger import RunLogger, density_log10
+from sae.architectures.base import SparseAutoencoder, TrainOutput
+from sae.config import ConfigError, TrainConfig, save_config, to_dict
+from sae.training.logger import RunLogger
 from sae.training.resume import (
-    ResumeError,
     latest_checkpoint,
-    restore_trainer_state,
-    save_trainer_state,
+    read_checkpoint,
+    rng_state,
+    set_aside,
+    set_rng_state,
+    write_checkpoint,
 )
-from sae.training.schedules import coefficient_at, dead_after_tokens, lr_at, total_steps
+from sae.training.sae_slot import SAESlot, build_slots, diverged_message
+from sae.training.schedules import coefficient_at, lr_at, total_steps
 
 log = logging.getLogger(__name__)
 
-_HIST_EVERY_LOGS = 10  # density histogram every 10th log step
+# Config keys that may change between a run and its resumption.
+_RESUMABLE_KEYS = {
+    "n_tokens", "log_every_steps", "checkpoint_every_tokens", "progress", "wandb_project",
+    "wandb_mode", "run_name", "resume", "device", "out_dir", "cache_dir",
+}
 
 
 class TrainingDivergedError(RuntimeError):
     """A loss became NaN/inf; the run stopped before applying that step."""
-
-
-@dataclass
-class _Slot:
-    """One SAE being trained, with its optimizer and bookkeeping."""
-
-    name: str
-    sae: SparseAutoencoder
-    optimizer: torch.optim.Optimizer
-    stream: str  # key into the streams dict ("" = the single stream)
-    out_dir: Path
-    tokens_since_fired: Tensor
-    dead_after: int
-    hist_counts: Tensor
-    lr: float  # peak learning rate: TrainConfig.lr, or the architecture's default
-    hist_tokens: int = 0
-    last: dict[str, float] = field(default_factory=dict)
-
-
-def _default_name(cfg) -> str:
-    return cfg.name or get_architecture(cfg.architecture).default_name(cfg)
 
 
 class Trainer:
@@ -103,33 +87,8 @@ class Trainer:
         self.batch_size: int | None = None
         self._saved_step: int | None = None  # the step whose state is on disk
         torch.manual_seed(cfg.seed)
-        base = [_default_name(s) for s in cfg.saes]
-        names = [f"{n}_{i}" if base.count(n) > 1 else n for i, n in enumerate(base)]
-        self.slots: list[_Slot] = []
-        for name, scfg in zip(names, cfg.saes, strict=True):
-            sae = build_sae(scfg).to(self.device)
-            sae.train()
-            self.slots.append(self._make_slot(name, sae))
+        self.slots = build_slots(cfg, self.device, self.out_dir)
         self._autocast = cfg.autocast_dtype is not None
-
-    def _make_slot(self, name: str, sae: SparseAutoencoder) -> _Slot:
-        cfg = self.cfg
-        groups = sae.param_groups(cfg)
-        fused = self.device.type in ("cpu", "cuda")
-        lr = cfg.lr if cfg.lr is not None else type(sae).default_lr
-        opt = torch.optim.Adam(groups, lr=lr, betas=tuple(cfg.adam_betas), fused=fused)  # type: ignore[arg-type]
-        multi = len(self.cfg.saes) > 1
-        return _Slot(
-            name=name,
-            sae=sae,
-            optimizer=opt,
-            stream="",  # fit() points it at its hook's stream when given several
-            out_dir=self.out_dir / name if multi else self.out_dir,
-            tokens_since_fired=torch.zeros(sae.d_sae, dtype=torch.long, device=self.device),
-            dead_after=dead_after_tokens(sae.cfg.dead_after_tokens, cfg.n_tokens),
-            hist_counts=torch.zeros(sae.d_sae, dtype=torch.long, device=self.device),
-            lr=lr,
-        )
 
     @property
     def saes(self) -> list[SparseAutoencoder]:
@@ -153,7 +112,7 @@ class Trainer:
         self.tokens_seen += n_global
         return metrics
 
-    def _step_slot(self, slot: _Slot, x: Tensor, var_cache: dict[str, Tensor]) -> dict[str, float]:
+    def _step_slot(self, slot: SAESlot, x: Tensor, var_cache: dict[str, Tensor]) -> dict[str, float]:
         sae, cfg = slot.sae, self.cfg
         lr = lr_at(self.step_idx, self.total_steps or 1, slot.lr, cfg.lr_warmup_steps, cfg.lr_decay_fraction)
         for g in slot.optimizer.param_groups:
@@ -173,7 +132,8 @@ class Trainer:
         loss = sum(coefs.get(k, 1.0) * v for k, v in out.losses.items())
         bad = not bool(torch.isfinite(loss.detach()))
         if ddp.any_rank(bad, self.dist):
-            raise TrainingDivergedError(self._diverged_message(slot, float(loss.detach()), x))
+            raise TrainingDivergedError(diverged_message(
+                slot, float(loss.detach()), x, self.step_idx, self.tokens_seen, self.out_dir / "checkpoints"))
         slot.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         params = [p for p in sae.parameters() if p.grad is not None]
@@ -189,68 +149,19 @@ class Trainer:
         if self.dist.enabled:
             ddp.all_reduce_mean_([b for b in sae.buffers() if b.is_floating_point()], self.dist)
         counts = ddp.all_reduce_sum_(out.fire_counts.detach().clone(), self.dist)
-        n_tokens = x.shape[0] * self.dist.world_size
-        slot.tokens_since_fired += n_tokens
-        slot.tokens_since_fired[counts > 0] = 0
-        slot.hist_counts += counts
-        slot.hist_tokens += n_tokens
+        slot.count_firing(counts, x.shape[0] * self.dist.world_size)
         return self._metrics(slot, x, out, loss, lr, coefs.get(sparsity, 0.0) if sparsity else None, dead_mask, var_cache)
 
-    def _diverged_message(self, slot: _Slot, loss: float, x: Tensor) -> str:
-        """What broke, what is safe on disk, and the fix: bad input data needs other advice than
-        an optimisation that blew up."""
-        kept = self._checkpoint_note()
-        if not bool(torch.isfinite(x).all()):
-            fix = (
-                "The input batch itself holds NaN/inf activations, so the data is at fault, not the "
-                "optimisation: rebuild them in float32 (`saekit cache --dtype float32 --set model.dtype=float32`)"
-            )
-        else:
-            fix = (
-                f"Fixes: lower lr (now {slot.lr:g}), keep grad_clip, check the activations for huge outliers "
-                "(cache max_norm_ratio), or use fp32"
-            )
-        return (
-            f"SAE {slot.name!r}: loss became {loss} at step {self.step_idx} (tokens {self.tokens_seen:,}); "
-            f"the step was not applied and {kept}. {fix}."
-        )
-
-    def _checkpoint_note(self) -> str:
-        root = self.out_dir / "checkpoints"
-        try:
-            ckpt = latest_checkpoint(root)
-        except ResumeError:  # the divergence is the news here; a damaged pointer is reported on resume
-            return f"nothing in {root} was changed"
-        return f"the last checkpoint {ckpt} is intact" if ckpt is not None else "no checkpoint had been written yet"
-
     @torch.no_grad()
-    def _metrics(self, slot, x, out, loss, lr, coef, dead_mask, var_cache) -> dict[str, float]:
+    def _metrics(self, slot: SAESlot, x: Tensor, out: TrainOutput, loss: Tensor, lr: float, coef: float | None,
+                 dead_mask: Tensor, var_cache: dict[str, Tensor]) -> dict[str, float]:
         if (self.step_idx + 1) % max(1, self.cfg.log_every_steps) != 0 and self.step_idx + 1 < self.total_steps:
             return {}
-        key = slot.stream
-        if key not in var_cache:
-            var_cache[key] = (x - x.mean(0)).pow(2).sum()
-        err = (x - out.sae_out.float()).pow(2).sum()
-        stats = torch.stack([err, var_cache[key], out.l0.float(), dead_mask.float().mean(), loss.detach().float(),
-                             *[v.detach().float() for v in out.losses.values()]])
+        stats = slot.batch_stats(x, out, loss, dead_mask, var_cache)
         if self.dist.enabled:
             ddp.all_reduce_mean_([stats], self.dist)
-        vals = stats.tolist()
-        p = f"{slot.name}/" if len(self.slots) > 1 else ""
-        m = {
-            f"{p}train/fvu": vals[0] / max(vals[1], 1e-12),
-            f"{p}train/l0": vals[2],
-            f"{p}train/dead_frac": vals[3],
-            f"{p}train/loss": vals[4],
-            f"{p}lr": lr,
-        }
-        for name, v in zip(out.losses, vals[5:], strict=True):
-            m[f"{p}loss/{name}"] = v
-        m[f"{p}train/mse"] = m[f"{p}loss/mse"]
-        if coef is not None:
-            m[f"{p}sparsity_coef"] = coef
-        slot.last = {"fvu": m[f"{p}train/fvu"], "l0": vals[2], "dead": vals[3]}
-        return m
+        prefix = f"{slot.name}/" if len(self.slots) > 1 else ""
+        return slot.metrics(stats.tolist(), list(out.losses), lr, coef, prefix)
 
     # ------------------------------------------------------------------ the loop
 
@@ -260,16 +171,10 @@ class Trainer:
         n_tokens: int | None = None,
     ) -> list[Path]:
         """Train on `batches` (one iterable, or {hook_name: iterable}) for n_tokens (default cfg.n_tokens)."""
-        cfg = self.cfg
-        n_tokens = n_tokens or cfg.n_tokens
-        streams = dict(batches) if isinstance(batches, Mapping) else {"": batches}
-        if isinstance(batches, Mapping):
-            for slot in self.slots:
-                slot.stream = slot.sae.cfg.hook_name
-                if slot.stream not in streams:
-                    raise ConfigError(f"SAE {slot.name!r} wants hook {slot.stream!r}; streams given: {sorted(streams)}")
+        n_tokens = n_tokens or self.cfg.n_tokens
+        streams = self._bind_streams(batches)
         ckpt_root = self.out_dir / "checkpoints"
-        resumed = self._maybe_resume(ckpt_root, streams)
+        resumed = self._resume(ckpt_root, streams)
         if self.batch_size:
             self.total_steps = total_steps(n_tokens, self.batch_size)
         if resumed and self.tokens_seen >= n_tokens:
@@ -277,69 +182,147 @@ class Trainer:
             return self._export(streams)
         if self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.out_dir / "train_config.json")
-        iters: dict[str, Iterator[Tensor]] = {k: iter(v) for k, v in streams.items()}
-        logger = RunLogger(cfg, self.out_dir, total_tokens=n_tokens, initial_tokens=self.tokens_seen, enabled=self.dist.is_main)
-        next_ckpt = (self.tokens_seen // cfg.checkpoint_every_tokens + 1) * cfg.checkpoint_every_tokens
-        n_logs, t_last, tok_last = 0, time.perf_counter(), self.tokens_seen
+            save_config(self.cfg, self.out_dir / "train_config.json")
+        # With resume on, rows past the step we continue from belong to a run that died after
+        # logging them; they would be logged again.
+        logger = RunLogger(self.cfg, self.out_dir, total_tokens=n_tokens, initial_tokens=self.tokens_seen,
+                           enabled=self.dist.is_main, keep_through_step=self.step_idx if self.cfg.resume else None)
         try:
-            while self.tokens_seen < n_tokens:
-                try:
-                    batch = {k: next(it) for k, it in iters.items()}
-                except StopIteration:
-                    log.warning("activation stream ended after %d tokens (wanted %d)", self.tokens_seen, n_tokens)
-                    break
-                if self.batch_size is None:
-                    self.batch_size = next(iter(batch.values())).shape[0]
-                    self.total_steps = total_steps(n_tokens, self.batch_size)
-                if self.step_idx == 0:
-                    self._init_from_data(batch)
-                metrics = self.step(batch if isinstance(batches, Mapping) else batch[""])
-                logger.advance(self.batch_size)
-                if metrics:
-                    now = time.perf_counter()
-                    metrics["tokens"] = self.tokens_seen
-                    metrics["tokens_per_s"] = (self.tokens_seen - tok_last) / max(now - t_last, 1e-9)
-                    t_last, tok_last = now, self.tokens_seen
-                    n_logs += 1
-                    hists = self._histograms() if n_logs % _HIST_EVERY_LOGS == 0 else None
-                    logger.log(metrics, self.step_idx, hists)
-                    logger.postfix(self._postfix())
-                if self.tokens_seen >= next_ckpt:
-                    self._checkpoint(ckpt_root, streams, n_tokens)
-                    next_ckpt += cfg.checkpoint_every_tokens
-            self._checkpoint(ckpt_root, streams, n_tokens)
+            self._loop(streams, n_tokens, logger)
+            self._checkpoint(streams, n_tokens)
             logger.log({}, self.step_idx, self._histograms())
         finally:
             logger.close()
         return self._export(streams)
 
+    def _bind_streams(self, batches: Iterable[Tensor] | Mapping[str, Iterable[Tensor]]) -> dict[str, Any]:
+        """{hook: stream}, each slot pointed at its SAE's hook; {"": stream} for a single stream."""
+        if not isinstance(batches, Mapping):
+            return {"": batches}
+        streams = dict(batches)
+        for slot in self.slots:
+            slot.stream = slot.sae.cfg.hook_name
+            if slot.stream not in streams:
+                raise ConfigError(f"SAE {slot.name!r} wants hook {slot.stream!r}; streams given: {sorted(streams)}")
+        return streams
+
+    def _loop(self, streams: Mapping[str, Iterable[Tensor]], n_tokens: int, logger: RunLogger) -> None:
+        """Step until n_tokens are seen or a stream ends, logging and checkpointing on the way."""
+        iters: dict[str, Iterator[Tensor]] = {k: iter(v) for k, v in streams.items()}
+        every = self.cfg.checkpoint_every_tokens
+        next_ckpt = (self.tokens_seen // every + 1) * every
+        while self.tokens_seen < n_tokens:
+            try:
+                batch = {k: next(it) for k, it in iters.items()}
+            except StopIteration:
+                log.warning("activation stream ended after %d tokens (wanted %d)", self.tokens_seen, n_tokens)
+                break
+            if self.batch_size is None:
+                self.batch_size = next(iter(batch.values())).shape[0]
+                self.total_steps = total_steps(n_tokens, self.batch_size)
+            if self.step_idx == 0:
+                self._init_from_data(batch)
+            metrics = self.step(batch)  # a single stream's slots read key ""
+            logger.advance(self.batch_size)
+            if metrics:
+                logger.log_step(metrics, self.step_idx, self.tokens_seen, self._histograms)
+                logger.postfix(self._postfix())
+            if self.tokens_seen >= next_ckpt:
+                self._checkpoint(streams, n_tokens)
+                next_ckpt += every
+
     def _postfix(self) -> str:
-        parts = []
-        for slot in self.slots[:3]:
-            s = slot.last
-            if s:
-                parts.append(f"fvu={s['fvu']:.3f} L0={s['l0']:.1f} dead={100 * s['dead']:.1f}%")
-        return " | ".join(parts)
+        return " | ".join(text for text in (slot.postfix() for slot in self.slots[:3]) if text)
 
     def _histograms(self) -> dict[str, Tensor]:
-        out = {}
-        for slot in self.slots:
-            p = f"{slot.name}/" if len(self.slots) > 1 else ""
-            out[f"{p}density_histogram"] = density_log10(slot.hist_counts, slot.hist_tokens)
-            slot.hist_counts.zero_()
-            slot.hist_tokens = 0
-        return out
+        multi = len(self.slots) > 1
+        return {f"{slot.name}/density_histogram" if multi else "density_histogram": slot.take_histogram()
+                for slot in self.slots}
 
     @torch.no_grad()
     def _init_from_data(self, batch: dict[str, Tensor]) -> None:
         for slot in self.slots:
-            x = batch[slot.stream].to(self.device, torch.float32)
-            if self.cfg.b_dec_init != "zeros":
-                slot.sae.b_dec.copy_(init_b_dec(x, self.cfg.b_dec_init).to(slot.sae.b_dec.dtype))
-            slot.sae.init_from_data(x)
+            slot.init_from_data(batch[slot.stream].to(self.device, torch.float32), self.cfg.b_dec_init)
 
-    # ------------------------------------------------------------------ checkpoints
+    # ------------------------------------------------------------------ own state
+
+    def state_dict(self, streams: Mapping[str, Any], n_tokens: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(meta, state) of a checkpoint (`resume.write_checkpoint` stores them): JSON facts about
+        the run, and every SAE's weights, Adam state and counters, each stream's position, RNG."""
+        state: dict[str, Any] = {
+            "rng": rng_state(),
+            "slots": {slot.name: slot.state_dict() for slot in self.slots},
+            "stores": {key: s.state_dict() for key, s in streams.items() if hasattr(s, "state_dict")},
+        }
+        meta = {
+            "step": self.step_idx, "tokens_seen": self.tokens_seen, "n_tokens": n_tokens,
+            "batch_size": self.batch_size, "total_steps": self.total_steps,
+            "world_size": self.dist.world_size, "config": to_dict(self.cfg),
+            "slots": [slot.name for slot in self.slots],
+        }
+        return meta, state
+
+    def load_state_dict(self, meta: Mapping[str, Any], state: Mapping[str, Any], streams: Mapping[str, Any]) -> None:
+        """Continue from a checkpoint's (meta, state), streams included; ConfigError when it was
+        written under another config."""
+        self._check_fits(meta)
+        for slot in self.slots:
+            slot.load_state_dict(state["slots"][slot.name], self.device)
+        for key, stream in streams.items():
+            if key in state["stores"]:
+                if not hasattr(stream, "load_state_dict"):
+                    raise ConfigError("the checkpoint has a store position but this stream cannot restore one")
+                stream.load_state_dict(state["stores"][key])
+            else:
+                log.warning("resuming without a stream position (the iterator has no state_dict); data may repeat")
+        set_rng_state(state["rng"])
+        self.step_idx, self.tokens_seen = int(meta["step"]), int(meta["tokens_seen"])
+        self.batch_size, self.total_steps = meta["batch_size"], int(meta["total_steps"])
+
+    def _check_fits(self, meta: Mapping[str, Any]) -> None:
+        saved = meta.get("config", {})
+        now = to_dict(self.cfg)
+        diff = sorted(k for k in set(saved) | set(now) if k not in _RESUMABLE_KEYS and saved.get(k) != now.get(k))
+        if diff:
+            details = "; ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}" for k in diff[:5])
+            raise ConfigError(
+                f"{self.out_dir}/checkpoints was written by a run with a different config ({details}). "
+                "Use a new out_dir, or set resume=false to start over (the old checkpoints are moved aside)."
+            )
+        if meta.get("world_size", 1) != self.dist.world_size:
+            log.warning("resuming with %d processes (checkpoint had %s)", self.dist.world_size, meta.get("world_size"))
+        if meta.get("n_tokens") != self.cfg.n_tokens:
+            log.warning("n_tokens changed (%s -> %s): the lr schedule is rescaled from here",
+                        meta.get("n_tokens"), self.cfg.n_tokens)
+
+    def _checkpoint(self, streams: Mapping[str, Any], n_tokens: int) -> None:
+        # A run often ends on a checkpoint step; rewriting that folder in place would open a
+        # window in which latest.json names a folder that is being swapped.
+        if self._saved_step == self.step_idx:
+            return
+        if self.dist.is_main:
+            write_checkpoint(self.out_dir / "checkpoints", self.step_idx, *self.state_dict(streams, n_tokens))
+        ddp.barrier(self.dist)
+        self._saved_step = self.step_idx
+
+    def _resume(self, root: Path, streams: Mapping[str, Any]) -> bool:
+        """Continue from `root`'s latest checkpoint if there is one (and resume is on); True if resumed."""
+        if not root.exists():
+            return False
+        if not self.cfg.resume:
+            if self.dist.is_main:
+                set_aside(root)
+            ddp.barrier(self.dist)
+            return False
+        path = latest_checkpoint(root)
+        if path is None:
+            return False
+        self.load_state_dict(*read_checkpoint(path), streams)
+        self._saved_step = self.step_idx
+        log.info("resumed from %s at step %d (%d tokens)", path, self.step_idx, self.tokens_seen)
+        return True
+
+    # ------------------------------------------------------------------ outputs
 
     def _scale_for(self, stream: str, streams: Mapping[str, Any]) -> float | None:
         if isinstance(self.scales, Mapping):
@@ -351,29 +334,12 @@ class Trainer:
             return None  # the store reports a scale but did not apply it: nothing to fold
         return getattr(source, "normalization_scale", None)
 
-    def _checkpoint(self, root: Path, streams: Mapping[str, Any], n_tokens: int) -> None:
-        # A run often ends on a checkpoint step; rewriting that folder in place would open a
-        # window in which latest.json names a folder that is being swapped.
-        if self._saved_step != self.step_idx:
-            save_trainer_state(self, root, streams, n_tokens)
-            self._saved_step = self.step_idx
-
-    def _maybe_resume(self, root: Path, streams: Mapping[str, Any]) -> bool:
-        resumed = restore_trainer_state(self, root, streams)
-        if resumed:
-            self._saved_step = self.step_idx
-        return resumed
-
     def _export(self, streams: Mapping[str, Any]) -> list[Path]:
-        paths = []
-        for slot in self.slots:
-            if self.dist.is_main:
-                scale = self._scale_for(slot.stream, streams)
-                extra = {"train": {"tokens": self.tokens_seen, "steps": self.step_idx, "name": slot.name}}
-                save_sae(slot.sae, slot.out_dir, normalization_scale=scale, extra=extra)
-            paths.append(slot.out_dir)
+        if self.dist.is_main:
+            for slot in self.slots:
+                slot.export(self._scale_for(slot.stream, streams), self.tokens_seen, self.step_idx)
         ddp.barrier(self.dist)
-        return paths
+        return [slot.out_dir for slot in self.slots]
 
 
 # --------------------------------------------------------------------------- entry point

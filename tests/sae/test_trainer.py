@@ -12,6 +12,7 @@ import yaml
 
 from sae.checkpoint import load_sae
 from sae.config import ConfigError, SAEConfig, TrainConfig
+from sae.training.logger import RunLogger
 from sae.training.resume import latest_checkpoint, read_checkpoint
 from sae.training.schedules import coefficient_at, dead_after_tokens, lr_at, total_steps
 from sae.training.trainer import Trainer, TrainingDivergedError, train
@@ -104,6 +105,36 @@ def test_resume_after_interruption_is_exact(tmp_path: Path) -> None:
     for a, b in zip(ref.slots, resumed.slots, strict=True):
         assert torch.equal(a.tokens_since_fired, b.tokens_since_fired)
         assert a.optimizer.state_dict()["state"][0]["exp_avg"].equal(b.optimizer.state_dict()["state"][0]["exp_avg"])
+    # the rows the killed run logged after its step-6 checkpoint (step 8) are not logged twice
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [2, 4, 6, 8, 10, 12]
+
+
+def test_resume_drops_log_rows_after_the_checkpoint_and_a_torn_line(tmp_path: Path) -> None:
+    cfg = small_cfg(tmp_path, saes=[SAEConfig(architecture="topk", d_in=D_IN, d_sae=32, k=3)], n_tokens=128 * 4)
+    log = tmp_path / "metrics.jsonl"
+    tmp_path.mkdir(exist_ok=True)
+    log.write_text('{"step": 2, "a": 1}\n{"step": 4, "a": 2}\n{"step": 6, "a"')  # killed mid-row
+    RunLogger(cfg, tmp_path, total_tokens=1, initial_tokens=0, enabled=True, keep_through_step=2).close()
+    assert log.read_text() == '{"step": 2, "a": 1}\n'
+    RunLogger(cfg, tmp_path, total_tokens=1, initial_tokens=0, enabled=True).close()  # resume=false: kept as is
+    assert log.read_text() == '{"step": 2, "a": 1}\n'
+
+
+def test_trainer_state_round_trips_in_memory(tmp_path: Path) -> None:
+    """`state_dict` / `load_state_dict` without files: the second trainer continues as the first."""
+    cfg = small_cfg(tmp_path, n_tokens=128 * 4)
+    first, stream = Trainer(cfg), SeededStream()
+    first.fit(stream, n_tokens=128 * 2)
+    meta, state = first.state_dict({"": stream}, 128 * 4)
+    assert meta["step"] == 2 and meta["slots"] == ["topk_64_k3", "jumprelu_64_l0_3"] and state["stores"][""] == {"pos": 2}
+    second, other = Trainer(cfg), SeededStream()
+    second.load_state_dict(meta, state, {"": other})
+    assert other.pos == 2 and second.step_idx == 2 and second.tokens_seen == 256
+    for a, b in zip(first.saes, second.saes, strict=True):
+        assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    with pytest.raises(ConfigError, match="lr: checkpoint 0.003 vs now 0.01"):
+        Trainer(small_cfg(tmp_path, n_tokens=128 * 4, lr=1e-2)).load_state_dict(meta, state, {"": other})
 
 
 def test_nan_stops_cleanly_and_keeps_checkpoint(tmp_path: Path) -> None:
