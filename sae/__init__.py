@@ -49,10 +49,12 @@ _EXPORTS: dict[str, str] = {
     # activations
     "build_cache": "sae.cache",
     "read_manifest": "sae.cache",
+    "CacheManifest": "sae.manifest",
     "verify_cache": "sae.cache",
     "CacheError": "sae.cache",
     "ActivationStore": "sae.store",
-    "StoreError": "sae.store",
+    "StoreError": "sae.activation_sources",
+    "ActivationSource": "sae.activation_sources",
     "ActivationExtractor": "sae.extract",
     # which positions count (special tokens, norm outliers): one filter for every stage
     "TokenFilter": "sae.token_filter",
@@ -69,7 +71,8 @@ _EXPORTS: dict[str, str] = {
     "save_sae": "sae.checkpoint",
     "load_sae": "sae.checkpoint",
     "CheckpointError": "sae.checkpoint",
-    "train": "sae.training.trainer",
+    "train": "sae.training.run",
+    "resolve_train_config": "sae.training.run",
     "Trainer": "sae.training.trainer",
     "TrainingDivergedError": "sae.training.trainer",
     "evaluate": "sae.evaluation",

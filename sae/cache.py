@@ -18,9 +18,9 @@ import hashlib
 import json
 import logging
 import math
-import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ import torch
 from sae.atomic_io import atomic_write_json, remove_stale_temps
 from sae.config import CacheConfig, to_dict
 from sae.devices import parse_dtype
+from sae.distributed import DistInfo, barrier, init_distributed, release
 from sae.extract import ActivationExtractor
 from sae.model import load_model
 from sae.shards import (
@@ -50,27 +51,6 @@ log = logging.getLogger(__name__)
 
 _STORAGE_DTYPES = ("float32", "bfloat16", "float16")
 _DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
-
-
-def _dist() -> tuple[int, int, bool]:
-    """(rank, world_size, created): joins the torchrun process group when launched by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, False
-    import torch.distributed as dist
-
-    created = False
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        created = True
-    return dist.get_rank(), dist.get_world_size(), created
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
 
 
 def _storage_dtype(name: str) -> torch.dtype:
@@ -96,9 +76,9 @@ def cache_fingerprint(cfg: CacheConfig, rows_per_shard: int) -> str:
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _model_device(cfg: CacheConfig, world: int) -> str | None:
-    if world > 1 and torch.cuda.is_available() and cfg.model.device in (None, "cuda"):
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+def _model_device(cfg: CacheConfig, dist: DistInfo) -> str | None:
+    if dist.enabled and torch.cuda.is_available() and cfg.model.device in (None, "cuda"):
+        return f"cuda:{dist.local_rank}"
     return cfg.model.device
 
 
@@ -134,55 +114,6 @@ class _ShardBuilder:
         return tensors, info
 
 
-def _manifest(
-    cfg: CacheConfig,
-    extractor: ActivationExtractor,
-    entries: dict[int, dict[str, Any]],
-    *,
-    fingerprint: str,
-    rows_per_shard: int,
-    bos_sep: tuple[int, int],
-    d_in: dict[str, int],
-    complete: bool,
-    world: int,
-    exhausted: bool = False,
-) -> dict[str, Any]:
-    shards = [entries[i] for i in sorted(entries)]
-    hooks = extractor.hooks
-    n_rows = sum(e["rows"] for e in shards)
-    stats = {
-        h: {
-            "n_kept": sum(e["n_kept"][h] for e in shards),
-            "n_dropped_special": sum(e["n_dropped_special"][h] for e in shards),
-            "n_dropped_norm": sum(e["n_dropped_norm"][h] for e in shards),
-        }
-        for h in hooks
-    }
-    return {
-        "format": FORMAT,
-        "version": VERSION,
-        "complete": complete,
-        "exhausted": exhausted,  # the text ran out before n_tokens
-        "model": cfg.model.name,
-        "hooks": hooks,
-        "d_model": int(extractor.model.cfg.d_model),
-        "d_in": d_in,
-        "dtype": _DTYPE_NAMES[_storage_dtype(cfg.dtype)],
-        "context_size": cfg.data.context_size,
-        "n_rows": n_rows,
-        "n_tokens": n_rows * cfg.data.context_size,
-        "rows_per_shard": rows_per_shard,
-        "hook_stats": stats,
-        "bos_token_id": bos_sep[0],
-        "separator_token_id": bos_sep[1],
-        "special_token_ids": extractor.special_ids.tolist(),
-        "fingerprint": fingerprint,
-        "world_size": world,
-        "config": to_dict(cfg),
-        "shards": shards,
-    }
-
-
 def _validate(cfg: CacheConfig) -> None:
     if cfg.n_tokens <= 0:
         raise ValueError(f"n_tokens must be positive, got {cfg.n_tokens}")
@@ -198,13 +129,11 @@ def _validate(cfg: CacheConfig) -> None:
 
 def build_cache(cfg: CacheConfig, model: Any = None, progress: bool = True) -> Path:
     """Write (or resume, or extend) the activation cache described by `cfg`; return its folder."""
-    from sae.data import special_ids
-
     _validate(cfg)
     name = getattr(model, "saekit_name", None)
     if name is not None and name != cfg.model.name:  # record the model actually passed in
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name=name))
-    rank, world, created_group = _dist()
+    dist = init_distributed("cuda" if torch.cuda.is_available() else "cpu")
     try:
         out = Path(cfg.out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -213,81 +142,16 @@ def build_cache(cfg: CacheConfig, model: Any = None, progress: bool = True) -> P
             log.info("%s already holds this cache; nothing to do", out)
             return out
         if model is None:
-            model = load_model(cfg.model.name, _model_device(cfg, world), cfg.model.dtype)
-        bos, sep = special_ids(model.tokenizer, cfg.data)
-        extractor = ActivationExtractor(
-            model,
-            cfg.hooks,
-            **to_dict(cfg.token_filter),
-            engine=cfg.engine,
-            extra_special_ids=[bos, sep],
-        )
-        T = cfg.data.context_size
-        rows_per_shard = max(1, cfg.shard_tokens // T)
-        n_rows = math.ceil(cfg.n_tokens / T)
-        n_shards = math.ceil(n_rows / rows_per_shard)
-        fingerprint = cache_fingerprint(cfg, rows_per_shard)
-        store_dtype = _storage_dtype(cfg.dtype)
-
-        done = completed_shards(out)
-        foreign = sorted(i for i, e in done.items() if e.get("fingerprint") != fingerprint)
-        if foreign:
-            raise CacheError(
-                f"{out} already holds a cache made with different settings (model, hooks, data, "
-                f"dtype, shard size or filters; e.g. {out / done[foreign[0]]['file']}). Use another "
-                "--out folder, or delete that one to start over"
-            )
-
-        def expected_rows(i: int) -> int:
-            return min(rows_per_shard, n_rows - i * rows_per_shard)
-
-        # a shard with more rows than needed comes from a larger earlier run: keep it as it is
-        complete_ok = {i for i, e in done.items() if i < n_shards and e["rows"] >= expected_rows(i)}
-        todo = [i for i in range(n_shards) if i % world == rank and i not in complete_ok]
-        d_in: dict[str, int] = {}
-        for e in done.values():
-            d_in.update(e.get("d_in", {}))
-
-        def manifest(
-            entries: dict[int, dict[str, Any]], complete: bool, exhausted: bool = False
-        ) -> dict[str, Any]:
-            return _manifest(
-                cfg, extractor, entries, fingerprint=fingerprint, rows_per_shard=rows_per_shard,
-                bos_sep=(bos, sep), d_in=d_in, complete=complete, world=world, exhausted=exhausted,
-            )
-
-        exhausted_at: int | None = None
-        if todo:
-            exhausted_at = _compute_shards(
-                cfg, model, extractor, out, todo, rows_per_shard, n_rows, store_dtype, fingerprint,
-                rank, world, d_in, progress,
-                on_shard=(lambda: atomic_write_json(out / MANIFEST, manifest(_entries(out, n_shards), False)))
-                if world == 1 else None,
-            )
-        _barrier(world)
-        if rank == 0:
-            entries = _entries(out, n_shards)
-            for e in entries.values():
-                d_in.update(e.get("d_in", {}))
-            missing = [i for i in range(n_shards) if i not in entries]
-            if exhausted_at is None and missing and world > 1:
-                # another rank saw the corpus end: its shards beyond that point do not exist
-                exhausted_at = missing[0] * rows_per_shard
-            if missing and exhausted_at is None:
-                raise CacheError(f"shards {missing[:5]} of {out} were not written; re-run to finish")
-            if exhausted_at is not None:
-                log.warning(
-                    "the corpus ran out after %d tokens (asked for %d); the cache holds what exists",
-                    sum(e["rows"] for e in entries.values()) * T, cfg.n_tokens,
-                )
-            atomic_write_json(out / MANIFEST, manifest(entries, True, exhausted_at is not None))
-        _barrier(world)
+            model = load_model(cfg.model.name, _model_device(cfg, dist), cfg.model.dtype)
+        run = _CacheRun.start(cfg, model, out, dist)
+        exhausted_at = _compute_shards(run, model, progress) if run.todo else None
+        barrier(dist)
+        if dist.is_main:
+            run.finish(exhausted_at)
+        barrier(dist)
         return out
     finally:
-        if created_group:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+        release(dist)
 
 
 def _already_complete(cfg: CacheConfig, out: Path) -> bool:
@@ -308,114 +172,224 @@ def _already_complete(cfg: CacheConfig, out: Path) -> bool:
     )
 
 
-def _entries(out: Path, n_shards: int) -> dict[int, dict[str, Any]]:
-    return {i: e for i, e in completed_shards(out).items() if i < n_shards}
+@dataclass
+class _CacheRun:
+    """One `build_cache` call on one rank: the shard geometry, what this rank computes, and the
+    facts the manifest records."""
+
+    cfg: CacheConfig
+    extractor: ActivationExtractor
+    out: Path
+    dist: DistInfo
+    rows_per_shard: int
+    n_rows: int  # rows the config asks for
+    fingerprint: str
+    store_dtype: torch.dtype
+    todo: list[int]  # shards this rank computes
+    bos_sep: tuple[int, int]
+    d_in: dict[str, int]  # per hook, filled in as activations are seen
+
+    @classmethod
+    def start(cls, cfg: CacheConfig, model: Any, out: Path, dist: DistInfo) -> _CacheRun:
+        """Plan the run: refuse a folder of other settings; skip shards already complete."""
+        from sae.data import special_ids
+
+        bos, sep = special_ids(model.tokenizer, cfg.data)
+        extractor = ActivationExtractor(
+            model, cfg.hooks, **to_dict(cfg.token_filter), engine=cfg.engine, extra_special_ids=[bos, sep]
+        )
+        rows_per_shard = max(1, cfg.shard_tokens // cfg.data.context_size)
+        n_rows = math.ceil(cfg.n_tokens / cfg.data.context_size)
+        n_shards = math.ceil(n_rows / rows_per_shard)
+        fingerprint = cache_fingerprint(cfg, rows_per_shard)
+        done = completed_shards(out)
+        foreign = sorted(i for i, e in done.items() if e.get("fingerprint") != fingerprint)
+        if foreign:
+            raise CacheError(
+                f"{out} already holds a cache made with different settings (model, hooks, data, "
+                f"dtype, shard size or filters; e.g. {out / done[foreign[0]]['file']}). Use another "
+                "--out folder, or delete that one to start over"
+            )
+        # a shard with more rows than needed comes from a larger earlier run: keep it as it is
+        ok = {i for i, e in done.items() if i < n_shards and e["rows"] >= min(rows_per_shard, n_rows - i * rows_per_shard)}
+        todo = [i for i in range(n_shards) if i % dist.world_size == dist.rank and i not in ok]
+        d_in: dict[str, int] = {}
+        for e in done.values():
+            d_in.update(e.get("d_in", {}))
+        return cls(cfg, extractor, out, dist, rows_per_shard, n_rows, fingerprint,
+                   _storage_dtype(cfg.dtype), todo, (bos, sep), d_in)
+
+    @property
+    def n_shards(self) -> int:
+        return math.ceil(self.n_rows / self.rows_per_shard)
+
+    def entries(self) -> dict[int, dict[str, Any]]:
+        """Sidecar entries of this run's shards on disk."""
+        return {i: e for i, e in completed_shards(self.out).items() if i < self.n_shards}
+
+    def shard_written(self) -> None:
+        """After each shard of a single-process run: the manifest always lists the complete ones."""
+        if not self.dist.enabled:
+            atomic_write_json(self.out / MANIFEST, self.manifest(self.entries(), complete=False))
+
+    def finish(self, exhausted_at: int | None) -> None:
+        """Rank 0, after every rank wrote its shards: the final manifest."""
+        entries = self.entries()
+        for e in entries.values():
+            self.d_in.update(e.get("d_in", {}))
+        missing = [i for i in range(self.n_shards) if i not in entries]
+        if exhausted_at is None and missing and self.dist.enabled:
+            # another rank saw the corpus end: its shards beyond that point do not exist
+            exhausted_at = missing[0] * self.rows_per_shard
+        if missing and exhausted_at is None:
+            raise CacheError(f"shards {missing[:5]} of {self.out} were not written; re-run to finish")
+        if exhausted_at is not None:
+            log.warning(
+                "the corpus ran out after %d tokens (asked for %d); the cache holds what exists",
+                sum(e["rows"] for e in entries.values()) * self.cfg.data.context_size, self.cfg.n_tokens,
+            )
+        atomic_write_json(self.out / MANIFEST, self.manifest(entries, True, exhausted_at is not None))
+
+    def manifest(self, entries: dict[int, dict[str, Any]], complete: bool, exhausted: bool = False) -> dict[str, Any]:
+        """The manifest document (fields: `sae.shards`) over the shard `entries`."""
+        shards = [entries[i] for i in sorted(entries)]
+        hooks = self.extractor.hooks
+        n_rows = sum(e["rows"] for e in shards)
+        stats = {
+            h: {key: sum(e[key][h] for e in shards) for key in ("n_kept", "n_dropped_special", "n_dropped_norm")}
+            for h in hooks
+        }
+        cfg = self.cfg
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "complete": complete,
+            "exhausted": exhausted,  # the text ran out before n_tokens
+            "model": cfg.model.name,
+            "hooks": hooks,
+            "d_model": int(self.extractor.model.cfg.d_model),
+            "d_in": self.d_in,
+            "dtype": _DTYPE_NAMES[self.store_dtype],
+            "context_size": cfg.data.context_size,
+            "n_rows": n_rows,
+            "n_tokens": n_rows * cfg.data.context_size,
+            "rows_per_shard": self.rows_per_shard,
+            "hook_stats": stats,
+            "bos_token_id": self.bos_sep[0],
+            "separator_token_id": self.bos_sep[1],
+            "special_token_ids": self.extractor.special_ids.tolist(),
+            "fingerprint": self.fingerprint,
+            "world_size": self.dist.world_size,
+            "config": to_dict(cfg),
+            "shards": shards,
+        }
 
 
-def _compute_shards(
-    cfg: CacheConfig,
-    model: Any,
-    extractor: ActivationExtractor,
-    out: Path,
-    todo: list[int],
-    rows_per_shard: int,
-    n_rows: int,
-    store_dtype: torch.dtype,
-    fingerprint: str,
-    rank: int,
-    world: int,
-    d_in: dict[str, int],
-    progress: bool,
-    on_shard: Any,
-) -> int | None:
-    """Compute and write the shards in `todo`; return the row count where the corpus ran out."""
-    from tqdm.auto import tqdm
+class _ShardWriter:
+    """Runs rows through the extractor in batches into the shard being filled, and writes each
+    finished shard in a background thread (one in flight: memory stays at two shards)."""
 
-    from sae.data import token_rows
+    def __init__(self, run: _CacheRun, progress: bool) -> None:
+        from tqdm.auto import tqdm
 
-    T = cfg.data.context_size
-    wanted = set(todo)
-    last_row = min(n_rows, (max(todo) + 1) * rows_per_shard)
-    total_rows = sum(min(rows_per_shard, n_rows - i * rows_per_shard) for i in todo)
-    bar = tqdm(
-        total=total_rows * T, unit="tok", unit_scale=True, dynamic_ncols=True,
-        desc=f"caching {', '.join(extractor.hooks)}"[:60], disable=not progress or rank != 0,
-    )
-    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="saekit-shard-writer")
-    pending: Future | None = None
-    builder: _ShardBuilder | None = None
-    batch: list[torch.Tensor] = []
-    batch_rows: list[int] = []
+        self.run = run
+        rps, n_rows = run.rows_per_shard, run.n_rows
+        total_rows = sum(min(rps, n_rows - i * rps) for i in run.todo)
+        self.bar = tqdm(
+            total=total_rows * run.cfg.data.context_size, unit="tok", unit_scale=True, dynamic_ncols=True,
+            desc=f"caching {', '.join(run.extractor.hooks)}"[:60], disable=not progress or not run.dist.is_main,
+        )
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="saekit-shard-writer")
+        self.pending: Future | None = None
+        self.builder: _ShardBuilder | None = None
+        self.batch_TN: list[torch.Tensor] = []  # rows of the next forward pass
+        self.batch_rows: list[int] = []
 
-    def flush_batch() -> None:
-        nonlocal batch, batch_rows
+    def add(self, row_idx: int, row: torch.Tensor) -> None:
+        shard = row_idx // self.run.rows_per_shard
+        if self.builder is not None and self.builder.index != shard:
+            self.finish_shard()
+        if self.builder is None:
+            self.builder = _ShardBuilder(shard, self.run.extractor.hooks)
+        self.batch_TN.append(row)
+        self.batch_rows.append(row_idx)
+        if len(self.batch_TN) == self.run.cfg.batch_size:
+            self.flush_batch()
+
+    def flush_batch(self) -> None:
+        builder, extractor = self.builder, self.run.extractor
         assert builder is not None
-        tokens = torch.stack(batch)
-        res = extractor(tokens, out_dtype=store_dtype)
-        builder.tokens.append(tokens)
-        builder.rows.extend(batch_rows)
+        tokens_BT = torch.stack(self.batch_TN)
+        res = extractor(tokens_BT, out_dtype=self.run.store_dtype)
+        builder.tokens.append(tokens_BT)
+        builder.rows.extend(self.batch_rows)
         for h in extractor.hooks:
             builder.keep[h].append(res.keep[h])
             builder.acts[h].append(res.acts[h])
             builder.special[h] += res.n_dropped_special[h]
             builder.norm[h] += res.n_dropped_norm[h]
-            d_in[h] = int(res.acts[h].shape[-1])
-        bar.update(len(batch) * T)
-        batch, batch_rows = [], []
+            self.run.d_in[h] = int(res.acts[h].shape[-1])
+        self.bar.update(len(self.batch_TN) * self.run.cfg.data.context_size)
+        self.batch_TN, self.batch_rows = [], []
 
-    def finish_shard() -> None:
-        nonlocal pending, builder
-        assert builder is not None
-        if batch:
-            flush_batch()
-        tensors, info = builder.tensors_and_info(rank)
-        info["fingerprint"] = fingerprint
-        info["d_in"] = dict(d_in)
-        if pending is not None:
-            pending.result()  # at most one shard in flight: memory stays at two shards
-        pending = writer.submit(_write_and_report, out, builder.index, tensors, info, on_shard)
-        builder = None
+    def finish_shard(self) -> None:
+        assert self.builder is not None
+        if self.batch_TN:
+            self.flush_batch()
+        tensors, info = self.builder.tensors_and_info(self.run.dist.rank)
+        info["fingerprint"] = self.run.fingerprint
+        info["d_in"] = dict(self.run.d_in)
+        if self.pending is not None:
+            self.pending.result()  # at most one shard in flight
+        self.pending = self.pool.submit(_write_and_report, self.run, self.builder.index, tensors, info)
+        self.builder = None
 
+    def finish(self) -> None:
+        """Write the last shard and wait for every write."""
+        if self.builder is not None:
+            self.finish_shard()
+        if self.pending is not None:
+            self.pending.result()
+
+    def drain(self) -> None:
+        """On an error: let the write in flight finish (or clean up after itself) before unwinding."""
+        if self.pending is not None and not self.pending.done():
+            try:
+                self.pending.result()
+            except BaseException:
+                pass
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        self.bar.close()
+
+
+def _compute_shards(run: _CacheRun, model: Any, progress: bool) -> int | None:
+    """Compute and write the shards in `run.todo`; return the row count where the corpus ran out."""
+    from sae.data import token_rows
+
+    wanted = set(run.todo)
+    last_row = min(run.n_rows, (max(run.todo) + 1) * run.rows_per_shard)
+    writer = _ShardWriter(run, progress)
     n_seen = 0
     try:
-        for row_idx, row in enumerate(token_rows(cfg.data, model.tokenizer)):
+        for row_idx, row in enumerate(token_rows(run.cfg.data, model.tokenizer)):
             n_seen = row_idx + 1
             if row_idx >= last_row:
                 break
-            shard = row_idx // rows_per_shard
-            if shard not in wanted:
-                continue
-            if builder is not None and builder.index != shard:
-                finish_shard()
-            if builder is None:
-                builder = _ShardBuilder(shard, extractor.hooks)
-            batch.append(row)
-            batch_rows.append(row_idx)
-            if len(batch) == cfg.batch_size:
-                flush_batch()
-        if builder is not None:
-            finish_shard()
-        if pending is not None:
-            pending.result()
+            if row_idx // run.rows_per_shard in wanted:
+                writer.add(row_idx, row)
+        writer.finish()
     except BaseException:
-        if pending is not None and not pending.done():
-            # let the write in flight finish (or clean up after itself) before unwinding
-            try:
-                pending.result()
-            except BaseException:
-                pass
+        writer.drain()
         raise
     finally:
-        writer.shutdown(wait=True)
-        bar.close()
+        writer.close()
     return n_seen if n_seen < last_row else None
 
 
-def _write_and_report(
-    out: Path, index: int, tensors: dict[str, torch.Tensor], info: dict[str, Any], on_shard: Any
-) -> None:
+def _write_and_report(run: _CacheRun, index: int, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
     t0 = time.perf_counter()
-    entry = write_shard(out, index, tensors, info)
+    entry = write_shard(run.out, index, tensors, info)
     log.debug("wrote %s (%d bytes) in %.2fs", entry["file"], entry["bytes"], time.perf_counter() - t0)
-    if on_shard is not None:
-        on_shard()
+    run.shard_written()

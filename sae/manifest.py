@@ -140,7 +140,7 @@ def _typed(doc: Mapping[str, Any], key: str, tp: type, where: Path) -> Any:
     value = doc[key]
     if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
         raise CacheError(
-            f"{where}: field {key!r} should be a {tp.__name__}, not {value!r}; the file is damaged or "
+            f"{where}: field {key!r} should be of type {tp.__name__}, not {value!r}; the file is damaged or "
             f"was edited by hand: {_FIX}"
         )
     return value

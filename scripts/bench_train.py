@@ -191,7 +191,7 @@ def baseline(script: str, python: str, acts_file: Path, tokens: int, holdout: in
 def quality(cache: Path, tokens: int, eval_tokens: int, ce_batches: int, relu_l1: list[float], out: Path, model,
             lr: float | None = None, archs: tuple[str, ...] = ARCHS) -> list[dict]:
     from sae.evaluation import evaluate
-    from sae.training.trainer import train
+    from sae.training.run import train
 
     saes = [
         SAEConfig(architecture="topk", d_in=D_IN, d_sae=D_SAE, k=K, hook_name=HOOK),

@@ -67,24 +67,20 @@ def build_config(args: argparse.Namespace):  # -> CacheConfig
 
 
 def run(args: argparse.Namespace) -> int:
-    from sae.cache import build_cache, verify_cache
+    import sae
 
     if args.verify:
-        manifest = verify_cache(args.verify)
-        state = "complete" if manifest["complete"] else "INCOMPLETE (re-run saekit cache to finish)"
-        print(f"{args.verify}: {len(manifest['shards'])} shards verified, {state}")
+        manifest = sae.CacheManifest.parse(sae.verify_cache(args.verify), args.verify)
+        state = "complete" if manifest.complete else "INCOMPLETE (re-run saekit cache to finish)"
+        print(f"{args.verify}: {len(manifest.shards)} shards verified, {state}")
         return 0
-    cfg = build_config(args)
-    out = build_cache(cfg, progress=not args.no_progress)
-    from sae.shards import read_manifest
-
-    manifest = read_manifest(out)
+    out = sae.build_cache(build_config(args), progress=not args.no_progress)
+    m = sae.CacheManifest.read(out)
     print(
-        f"cached {manifest['n_tokens']:,} tokens ({manifest['n_rows']} rows of "
-        f"{manifest['context_size']}) of {manifest['model']} in {len(manifest['shards'])} shards "
-        f"({manifest['dtype']}) -> {out}"
+        f"cached {m.n_tokens:,} tokens ({m.n_rows} rows of {m.context_size}) of {m.model} in "
+        f"{len(m.shards)} shards ({m.dtype}) -> {out}"
     )
-    for hook, s in manifest["hook_stats"].items():
+    for hook, s in m.hook_stats.items():
         print(
             f"  {hook}: {s['n_kept']:,} activations kept, dropped {s['n_dropped_special']:,} "
             f"special-token and {s['n_dropped_norm']:,} outlier-norm positions"

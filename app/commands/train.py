@@ -6,8 +6,10 @@
 
 Precedence: defaults < --config file < shortcut flags < --set overrides. Shortcut flags that
 describe an SAE (--arch, --k, --d-sae, --hook, ...) apply to every SAE in the config. With
---cache, the hook and d_in default to the cache's (when it holds one hook). The full config is
-saved as <out>/train_config.json.
+--cache, the config is resolved against the cache as `sae.train` resolves it
+(`sae.resolve_train_config`): an SAE's hook and d_in default to the cache's (the hook when it
+holds one) unless a flag, the file's `saes` entry or --set chose them, and a chosen d_in must
+match. The full config is saved as <out>/train_config.json.
 """
 
 from __future__ import annotations
@@ -91,11 +93,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def build_config(args: argparse.Namespace):
-    """The TrainConfig these arguments describe (also used by tests)."""
-    from sae.config import TrainConfig, load_config
+def build_config(args: argparse.Namespace):  # -> sae.TrainConfig
+    """The TrainConfig these arguments describe, resolved against --cache (also used by tests)."""
+    import sae
 
-    base = load_config(TrainConfig, args.config)
+    base = sae.load_config(sae.TrainConfig, args.config)
     n_saes = len(base.saes)
     overrides: list[str] = []
     for dest, key in _TRAIN_FLAGS.items():
@@ -113,39 +115,51 @@ def build_config(args: argparse.Namespace):
     if args.no_progress:
         overrides.append("progress=false")
     explicit = overrides + list(args.overrides)
-    cfg = load_config(TrainConfig, args.config, explicit)
+    cfg = sae.load_config(sae.TrainConfig, args.config, explicit)
     if cfg.cache_dir:
-        _defaults_from_cache(cfg, explicit, args.config is not None and _mentions_sae_keys(args.config))
+        chosen = _chosen_sae_keys(args.config, explicit, len(cfg.saes))
+        cfg = sae.resolve_train_config(cfg, sae.CacheManifest.read(cfg.cache_dir), chosen)
     return cfg
 
 
-def _mentions_sae_keys(path: str) -> bool:
+def _chosen_sae_keys(path: str | None, overrides: list[str], n_saes: int) -> list[set[str]]:
+    """The SAEConfig fields the user set for each SAE: in the config file's `saes` entries, or by a
+    `saes.N.key=` override (the shortcut flags become those). The rest may come from the cache."""
+    import yaml
+
+    chosen: list[set[str]] = [set() for _ in range(n_saes)]
+
+    def add_all(entries: object) -> None:
+        for i, entry in enumerate(entries if isinstance(entries, list) else [entries]):
+            if isinstance(entry, dict) and i < n_saes:
+                chosen[i].update(entry)
+
+    add_all(_file_doc(path).get("saes"))
+    for item in overrides:
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        if parts[0] != "saes":
+            continue
+        if len(parts) == 1:  # saes=[{...}, ...]: the whole list
+            add_all(yaml.safe_load(raw))
+        elif parts[1].isdigit() and int(parts[1]) < n_saes:
+            value = {parts[2]: None} if len(parts) > 2 else yaml.safe_load(raw)
+            chosen[int(parts[1])].update(value if isinstance(value, dict) else {})
+    return chosen
+
+
+def _file_doc(path: str | None) -> dict:
+    """The mapping a --config file holds as written (`load_config` has already checked it)."""
+    import json
     from pathlib import Path
 
+    import yaml
+
+    if path is None:
+        return {}
     text = Path(path).read_text()
-    return "hook_name" in text or "d_in" in text
-
-
-def _defaults_from_cache(cfg, explicit: list[str], file_sets_hook: bool) -> None:
-    """Hook and d_in come from the cache unless the user chose them."""
-    from sae.cache import read_manifest
-    from sae.config import ConfigError
-
-    manifest = read_manifest(cfg.cache_dir)
-    hooks = manifest.get("hooks") or []
-    if isinstance(hooks, dict):
-        hooks = list(hooks)
-    d_in_of = manifest.get("d_in") if isinstance(manifest.get("d_in"), dict) else {}
-    hook_given = file_sets_hook or any(".hook_name=" in o for o in explicit)
-    d_in_given = file_sets_hook or any(".d_in=" in o for o in explicit)
-    for s in cfg.saes:
-        if not hook_given and len(hooks) == 1:
-            s.hook_name = hooks[0]
-        if hooks and s.hook_name not in hooks:
-            raise ConfigError(f"hook {s.hook_name!r} is not in the cache {cfg.cache_dir}; it holds {hooks} (use --hook)")
-        d_in = d_in_of.get(s.hook_name, manifest.get("d_model"))
-        if not d_in_given and isinstance(d_in, int):
-            s.d_in = d_in
+    doc = json.loads(text) if Path(path).suffix == ".json" else yaml.safe_load(text)
+    return doc if isinstance(doc, dict) else {}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import shutil
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from sae.cache import CacheError, build_cache, read_manifest, verify_cache
 from sae.config import CacheConfig, DataConfig
 from sae.data import token_rows
 from sae.extract import ActivationExtractor
+from sae.manifest import CacheManifest
 from sae.model import HookError
 
 HOOKS = ["blocks.2.hook_resid_post", "blocks.1.hook_mlp_out"]
@@ -100,6 +102,41 @@ def test_manifest_and_shards(ref_cache: Path, model, corpus: Path) -> None:
         assert (stats["n_kept"], stats["n_dropped_special"], stats["n_dropped_norm"]) == (kept, special, norm)
         assert kept + special + norm == ROWS * T
         assert special >= ROWS  # at least every BOS
+
+
+def test_cache_manifest_is_the_parsed_manifest(ref_cache: Path) -> None:
+    raw, m = read_manifest(ref_cache), CacheManifest.read(ref_cache)
+    assert m.path == ref_cache and m.complete and not m.exhausted and m.hooks == tuple(HOOKS)
+    assert (m.model, m.context_size, m.dtype, m.d_model) == ("smollm2-135m-instruct", T, "float32", 576)
+    assert (m.n_rows, m.n_tokens, m.fingerprint) == (ROWS, ROWS * T, raw["fingerprint"])
+    assert list(m.shards) == raw["shards"] and m.config == raw["config"]
+    for h in HOOKS:
+        assert m.d_in_of(h) == 576 and m.n_kept(h) == raw["hook_stats"][h]["n_kept"]
+    with pytest.raises(CacheError, match="no hook 'x'.*saekit cache --hook"):
+        m.d_in_of("x")
+
+
+@pytest.mark.parametrize(
+    ("edit", "phrases"),
+    [
+        (lambda m: m.pop("hooks"), ["has no 'hooks' field", "re-run `saekit cache`"]),
+        (lambda m: m.update(context_size="128"), ["'context_size' should be of type int", "re-run `saekit cache`"]),
+        (lambda m: m.update(format="other"), ["is not a saekit activation manifest"]),
+    ],
+)
+def test_cache_manifest_errors_name_the_file_and_the_fix(tmp_path, ref_cache, edit, phrases) -> None:
+    d = tmp_path / "acts"
+    d.mkdir()
+    doc = read_manifest(ref_cache)
+    edit(doc)
+    (d / "manifest.json").write_text(json.dumps(doc))
+    with pytest.raises(CacheError) as info:
+        CacheManifest.read(d)
+    assert str(d / "manifest.json") in str(info.value)
+    for phrase in phrases:
+        assert phrase in str(info.value)
+    with pytest.raises(CacheError, match=f"no activation cache at {tmp_path / 'none'}.*saekit cache --out"):
+        CacheManifest.read(tmp_path / "none")
 
 
 def test_cached_acts_equal_the_bridge_at_kept_positions(ref_cache: Path, model) -> None:

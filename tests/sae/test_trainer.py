@@ -14,8 +14,9 @@ from sae.checkpoint import load_sae
 from sae.config import ConfigError, SAEConfig, TrainConfig
 from sae.training.logger import RunLogger
 from sae.training.resume import latest_checkpoint, read_checkpoint
+from sae.training.run import train
 from sae.training.schedules import coefficient_at, dead_after_tokens, lr_at, total_steps
-from sae.training.trainer import Trainer, TrainingDivergedError, train
+from sae.training.trainer import Trainer, TrainingDivergedError
 
 D_IN = 16
 
