@@ -159,17 +159,21 @@ def _cache_batches(
     cfg: EvalConfig, sae: SparseAutoencoder, held_by_training: int | None
 ) -> tuple[str, Iterator[Tensor]]:
     """The LAST `n_tokens` of the cache: the part a trainer with `store.held_out_tokens` never saw."""
-    from sae.shards import read_manifest
+    from sae.manifest import CacheManifest
     from sae.store import ActivationStore
 
-    hook = sae.cfg.hook_name or None
-    manifest = read_manifest(cfg.cache_dir)
-    stats = manifest.get("hook_stats", {}).get(hook or (manifest.get("hooks") or [""])[0], {})
-    total = int(stats.get("n_kept", cfg.n_tokens + 1))
-    n = min(cfg.n_tokens, max(total - 1, 1))
+    manifest = CacheManifest.read(cfg.cache_dir)
+    hook = manifest.hook_or_only(sae.cfg.hook_name or None)
+    if hook is None:
+        raise ValueError(
+            f"the cache at {cfg.cache_dir} holds several hooks {list(manifest.hooks)} and the SAE names none; "
+            "set its cfg.hook_name (or evaluate with a cache of one hook)"
+        )
+    # Leave at least one token for training: the store refuses a split with nothing to train on.
+    n = min(cfg.n_tokens, max(manifest.n_kept(hook) - 1, 1))
     store_cfg = StoreConfig(batch_size=cfg.batch_size, shuffle=False, normalize=False,
                             device=str(sae.device), dtype="float32", held_out_tokens=n)
-    store = ActivationStore.from_cache(cfg.cache_dir, hook=hook, cfg=store_cfg)
+    store = ActivationStore.from_cache(cfg.cache_dir, hook=hook, cfg=store_cfg, manifest=manifest)
     if store.d_in != sae.d_in:
         raise ValueError(
             f"cache {cfg.cache_dir} holds d_in={store.d_in} activations at {store.hook!r} but the SAE has "

@@ -51,7 +51,7 @@ from typing import Any
 
 import torch
 
-from sae.atomic_io import atomic_write_bytes, atomic_write_json
+from sae.atomic_io import atomic_write_bytes, atomic_write_json, read_json
 
 FORMAT = "saekit-activations"
 VERSION = 1
@@ -113,13 +113,6 @@ def sha256_file(path: Path) -> str:
 # --------------------------------------------------------------------------- reading
 
 
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise CacheError(f"{path} is not valid JSON ({e}); delete it and re-run `saekit cache`") from e
-
-
 def completed_shards(out_dir: Path) -> dict[int, dict[str, Any]]:
     """Sidecar entries of the shards on disk whose file exists with the recorded size."""
     done: dict[int, dict[str, Any]] = {}
@@ -146,7 +139,7 @@ def read_manifest(cache_dir: str | Path) -> dict[str, Any]:
         raise CacheError(
             f"{d} has no {MANIFEST}{hint}; re-run `saekit cache` with the same arguments to finish"
         )
-    manifest = read_json(path)
+    manifest = read_json(path, fix="delete it and re-run `saekit cache`", error=CacheError, what="manifest")
     if manifest.get("format") != FORMAT:
         raise CacheError(f"{path} is not a saekit activation manifest")
     return manifest

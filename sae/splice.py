@@ -187,14 +187,11 @@ def _rows_used_by_cache(cache_dir: str | None) -> int:
     """Token rows the cache consumed, so the CE text is text the SAE never trained on."""
     if cache_dir is None:
         return 0
-    try:
-        from sae.cache import read_manifest
+    from sae.manifest import CacheManifest
+    from sae.shards import CacheError
 
-        manifest = read_manifest(cache_dir)
-    except Exception as e:  # a missing or foreign manifest only costs held-out-ness
+    try:
+        return CacheManifest.read(cache_dir).n_rows
+    except CacheError as e:  # a missing or damaged manifest only costs held-out-ness
         log.warning("could not read the cache manifest of %s (%s); CE text may overlap training", cache_dir, e)
         return 0
-    for key in ("n_rows", "rows", "rows_done", "n_rows_done"):
-        if isinstance(manifest.get(key), int):
-            return int(manifest[key])
-    return 0
