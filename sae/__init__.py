@@ -84,8 +84,8 @@ _EXPORTS: dict[str, str] = {
     "build_feature_db": "sae.features.build",
     "FeatureDB": "sae.features.db",
     "FeatureDBError": "sae.features.db",
-    "text_activations": "sae.features.activations",
-    "TextActivations": "sae.features.activations",
+    "text_activations": "sae.features.token_activations",
+    "TextActivations": "sae.features.token_activations",
     # logit lens: what a direction writes, through the final norm's weight and W_U
     "unembedding": "sae.features.lens",
     "lens_logits": "sae.features.lens",

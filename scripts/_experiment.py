@@ -12,7 +12,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import sae as saelib  # noqa: E402
-from steering.demos import ExperimentConfig, format_result  # noqa: E402
+from steering.reference_experiments import ExperimentConfig, format_result  # noqa: E402
 
 
 def run(doc: str, experiment: Callable[..., dict[str, Any]], what: str, argv: list[str] | None,

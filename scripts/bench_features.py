@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 def _rows(model, n_rows: int, context: int):
     import sae
     from sae.config import DataConfig
-    from sae.features.demo import demo_rows
+    from sae.features.demo_db import demo_rows
 
     try:
         it = sae.token_rows(DataConfig(context_size=context), model.tokenizer)
@@ -52,7 +52,7 @@ def bench_pass(args, model, out_dir: Path) -> tuple[Path, dict]:
 
     import sae
     from sae.config import DataConfig, FeaturesConfig
-    from sae.features.demo import random_sae
+    from sae.features.demo_db import random_sae
     from sae.features.source import extractor_for
 
     n_rows = -(-args.tokens // args.context)

@@ -19,7 +19,7 @@ import sys
 
 from _experiment import run
 
-from steering.demos import golden_gate
+from steering.reference_experiments import golden_gate
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,7 @@ import sys
 
 from _experiment import run
 
-from steering.demos import sycophancy
+from steering.reference_experiments import sycophancy
 
 
 def main(argv: list[str] | None = None) -> int:

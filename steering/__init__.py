@@ -7,14 +7,14 @@
         ...                                        # every forward is steered
     steering.generate(model, prompts, (sae, {123: Clamp(10, unit="max")}))  # steered vs unsteered
 
-Names resolve lazily, except `generate`: the function shares its name with its module, and
-importing the module would otherwise replace the package attribute with the module.
+Names resolve lazily (`sae.lazy_exports`), so `import steering` loads no torch; `steering.prompts`,
+the prompt sets (plain data), is a submodule imported with the package.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from sae import lazy_exports
+from steering import prompts as prompts  # the alias marks a re-export
 
 _EXPORTS: dict[str, str] = {
     # interventions
@@ -32,13 +32,13 @@ _EXPORTS: dict[str, str] = {
     "steer": "steering.hooks",
     "Steering": "steering.hooks",
     # generation
-    "generate": "steering.generate",
-    "Generation": "steering.generate",
-    "Generations": "steering.generate",
-    "SamplingConfig": "steering.generate",
-    # activations
-    "max_activations": "steering.activations",
-    "hook_activations": "steering.activations",
+    "generate": "steering.generation",
+    "Generation": "steering.generation",
+    "Generations": "steering.generation",
+    "SamplingConfig": "steering.generation",
+    # activation capture
+    "max_activations": "steering.capture",
+    "hook_activations": "steering.capture",
     # finding features
     "top_features": "steering.search",
     "contrastive_features": "steering.search",
@@ -50,10 +50,10 @@ _EXPORTS: dict[str, str] = {
     # baseline
     "caa_vector": "steering.baselines",
     # metrics
-    "concept_score": "steering.metrics",
-    "keyword_scorer": "steering.metrics",
-    "perplexity": "steering.metrics",
-    "distinct_n": "steering.metrics",
+    "concept_score": "steering.scoring",
+    "keyword_scorer": "steering.scoring",
+    "perplexity": "steering.scoring",
+    "distinct_n": "steering.scoring",
     # fluency gate
     "GateConfig": "steering.fluency",
     "Verdict": "steering.fluency",
@@ -63,30 +63,15 @@ _EXPORTS: dict[str, str] = {
     # experiments
     "SweepConfig": "steering.experiments",
     "run_sweep": "steering.experiments",
-    "plot_sweep": "steering.experiments",
-    "sweep_figure": "steering.experiments",
+    "plot_sweep": "steering.sweep_charts",
+    "sweep_figure": "steering.sweep_charts",
     "best_condition": "steering.summary",
     "NoEffect": "steering.summary",
     "format_summary": "steering.summary",
-    # prompts
-    "prompts": "steering",
 }
 
-__all__ = sorted(_EXPORTS)
-
-from steering.generate import generate  # noqa: E402, F401  (see the module docstring)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'steering' has no attribute {name!r}")
-    if name == "prompts":
-        value = importlib.import_module("steering.prompts")
-    else:
-        value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__all__ = sorted([*_EXPORTS, "prompts"])
+__getattr__ = lazy_exports(__name__, _EXPORTS)[0]
 
 
 def __dir__() -> list[str]:

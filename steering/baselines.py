@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from steering.activations import Prompt, prompt_set_activations
+from steering.capture import prompt_set_activations
 from steering.interventions import VectorSteering
+from steering.rendering import Prompt
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge

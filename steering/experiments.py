@@ -11,21 +11,21 @@ SAE, sampling, prompts...) must match the existing run, else it stops and says w
 
 Before any steered generation, the unsteered text must pass the fluency gate
 (`steering.fluency`): a sweep over broken text stops with an error instead of becoming a
-result. Summaries and "best condition / no effect" live in `steering.summary`.
+result. Summaries and "best condition / no effect" live in `steering.summary`, the charts in
+`steering.sweep_charts`, reading and appending the JSONL in `steering.sweep_records`.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sae import append_text, atomic_write_json, atomic_write_text, atomic_write_with
+from sae import atomic_write_json
 from steering.fluency import GateConfig, judge, measure, require_fluent
 from steering.interventions import (
     FeatureSteering,
@@ -35,6 +35,8 @@ from steering.interventions import (
     make_edit,
 )
 from steering.summary import best_condition, format_summary, record_fluency, summarize
+from steering.sweep_charts import plot_sweep, sweep_figure
+from steering.sweep_records import append_records, read_jsonl, with_fluency
 
 __all__ = ["CAAConfig", "SweepConfig", "run_sweep", "resolve_prompts", "summarize", "best_condition",
            "format_summary", "sweep_figure", "plot_sweep"]
@@ -45,8 +47,6 @@ if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
     from sae import SparseAutoencoder
-
-log = logging.getLogger(__name__)
 
 # Fields that change what a stored generation means: a resumed run must agree on them.
 _IDENTITY = ("sae_path", "hook", "method", "unit", "positions", "prompts", "n_prompts", "chat",
@@ -146,26 +146,6 @@ def _conditions(cfg: SweepConfig, sae: SparseAutoencoder | None, caa: VectorStee
     return conds
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    """Valid records of a JSONL file; a torn last line (a crash mid-write) is set aside."""
-    if not path.exists():
-        return []
-    good, bad = [], []
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        try:
-            good.append(json.loads(line))
-        except json.JSONDecodeError:
-            bad.append(line)
-    if bad:
-        backup = path.with_suffix(".jsonl.torn")
-        atomic_write_text(backup, "\n".join(bad) + "\n")
-        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in good))
-        log.warning("%d unreadable line(s) of %s moved to %s", len(bad), path, backup)
-    return good
-
-
 def _check_identity(cfg: SweepConfig, out: Path, *, write: bool) -> None:
     from sae import to_dict
 
@@ -203,8 +183,8 @@ class _Run:
 
 def _records(run: _Run, cond: Condition, todo: list[tuple[int, int]]) -> list[dict[str, Any]]:
     """Generate `todo` (prompt index, seed) under `cond` and measure each generation."""
-    from steering.generate import generate
-    from steering.metrics import distinct_n, perplexity
+    from steering.generation import generate
+    from steering.scoring import distinct_n, perplexity
 
     cfg, model = run.cfg, run.model
     gens = generate(
@@ -236,20 +216,6 @@ def _records(run: _Run, cond: Condition, todo: list[tuple[int, int]]) -> list[di
     return out
 
 
-def _append(jsonl: Path, records: list[dict[str, Any]]) -> None:
-    append_text(jsonl, "".join(json.dumps(r) + "\n" for r in records))
-
-
-def _with_fluency(records: list[dict[str, Any]], tokenizer: Any) -> list[dict[str, Any]]:
-    """Records written before the fluency gate existed get its measures from their text."""
-    for r in records:
-        if "repeat_run" not in r:
-            ids = tokenizer.encode(r["text"], add_special_tokens=False)
-            m = measure(r["text"], ids, r.get("text_perplexity"))
-            r.update(n_tokens=m.n_tokens, words=m.words, distinct_2=m.distinct_2, repeat_run=m.repeat_run)
-    return records
-
-
 def _check_unsteered(run: _Run, conds: list[Condition], old: list[dict[str, Any]], jsonl: Path) -> float:
     """Before any steered condition: the unsteered text must pass the fluency gate, else stop
     (steering results on broken text mean nothing). Without an unsteered condition in the
@@ -265,7 +231,7 @@ def _check_unsteered(run: _Run, conds: list[Condition], old: list[dict[str, Any]
     stale = f"{len(old)} of them read back from {jsonl}, written by an earlier run" if old else None
     require_fluent(verdict, [r["text"] for r in both], "unsteered", stale=stale)
     if recorded and fresh:
-        _append(jsonl, fresh)
+        append_records(jsonl, fresh)
     return time.time() - t0
 
 
@@ -273,9 +239,9 @@ def _prepare(cfg: SweepConfig, model: TransformerBridge | None, sae: SparseAutoe
              concept_scorer: Scorer | None, task_scorer: Scorer | None) -> tuple[_Run, list[Condition]]:
     """Check everything checkable before the model loads or anything is written; then load."""
     import sae as saelib
-    from steering.activations import render
     from steering.baselines import caa_vector
-    from steering.metrics import keyword_scorer
+    from steering.rendering import render
+    from steering.scoring import keyword_scorer
 
     prompts = resolve_prompts(cfg.prompts, cfg.n_prompts)
     if not cfg.seeds:
@@ -288,7 +254,8 @@ def _prepare(cfg: SweepConfig, model: TransformerBridge | None, sae: SparseAutoe
     for s in cfg.strengths:
         make_edit(cfg.method, s, cfg.unit)
     if cfg.feature_db is None and cfg.sae_path and (Path(cfg.sae_path) / "features.sqlite").exists():
-        cfg.feature_db = str(Path(cfg.sae_path) / "features.sqlite")  # what `saekit analyze` writes
+        # what `saekit analyze` writes; on a copy, so the caller's config stays as given
+        cfg = replace(cfg, feature_db=str(Path(cfg.sae_path) / "features.sqlite"))
     if model is None:
         model = saelib.load_model(cfg.model_name, device=cfg.device)
     if sae is None and cfg.sae_path:
@@ -320,9 +287,10 @@ def run_sweep(
     fails the fluency gate (see `steering.fluency`)."""
     out = Path(cfg.out_dir)
     run, conds = _prepare(cfg, model, sae, concept_scorer, task_scorer)
+    cfg = run.cfg  # the caller's config, completed (feature_db) on a copy
     _check_identity(cfg, out, write=True)
     jsonl = out / "generations.jsonl"
-    old = _with_fluency(_read_jsonl(jsonl), run.model.tokenizer)
+    old = with_fluency(read_jsonl(jsonl), run.model.tokenizer)
     secs = _check_unsteered(run, conds, old, jsonl)
     if progress:
         print(f"unsteered text passed the fluency gate ({secs:.1f}s)", flush=True)
@@ -332,74 +300,12 @@ def run_sweep(
         if cond.method == "none" or not todo:
             continue
         t0 = time.time()
-        _append(jsonl, _records(run, cond, todo))
+        append_records(jsonl, _records(run, cond, todo))
         if progress:
             print(f"[{ci + 1}/{len(conds)}] {cond.key}: {len(todo)} generations in {time.time() - t0:.1f}s",
                   flush=True)
-    records = _with_fluency(_read_jsonl(jsonl), run.model.tokenizer)
+    records = with_fluency(read_jsonl(jsonl), run.model.tokenizer)
     summary = summarize(records, [c.key for c in conds], cfg.gate)
     atomic_write_json(out / "summary.json", summary)
     summary["charts"] = [str(p) for p in plot_sweep(summary, out, png=cfg.png)]
     return summary
-
-
-def sweep_figure(summary: dict[str, Any]) -> Any:
-    """Left: strength vs concept (or task) rate, perplexity on a second (log) axis.
-    Right: rate vs perplexity, the trade-off that compares methods at equal fluency."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    rows = summary["conditions"]
-    base = next((r for r in rows if r["method"] == "none"), None)
-    series: dict[str, list[dict]] = {}
-    for r in rows:
-        if r["method"] != "none":
-            series.setdefault(f"{r['method']} {'+'.join(map(str, r['features']))}".strip(), []).append(r)
-    metric = "task_rate" if any(r["task_rate"] is not None for r in rows) and not any(
-        r["concept_rate"] is not None for r in rows) else "concept_rate"
-    label = metric.replace("_", " ")
-    fig = make_subplots(rows=1, cols=2, specs=[[{"secondary_y": True}, {}]],
-                        subplot_titles=("strength sweep", f"{label} vs perplexity"))
-    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
-    for i, (name, rs) in enumerate(series.items()):
-        rs = sorted(rs, key=lambda r: r["strength"])
-        color = palette[i % len(palette)]
-        xs = [r["strength"] for r in rs]
-        ys = [r[metric] for r in rs]
-        ppl = [r["perplexity_median"] for r in rs]
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", line={"color": color},
-                                 name=f"{name}: {label}"), row=1, col=1, secondary_y=False)
-        fig.add_trace(go.Scatter(x=xs, y=ppl, mode="lines+markers", line={"color": color, "dash": "dot"},
-                                 name=f"{name}: perplexity"), row=1, col=1, secondary_y=True)
-        fig.add_trace(go.Scatter(x=ppl, y=ys, mode="lines+markers+text", text=[f"{x:g}" for x in xs],
-                                 textposition="top center", line={"color": color}, name=name,
-                                 showlegend=False), row=1, col=2)
-    if base is not None and base[metric] is not None and base["perplexity_median"] is not None:
-        fig.add_trace(go.Scatter(x=[base["perplexity_median"]], y=[base[metric]], mode="markers+text",
-                                 text=["unsteered"], textposition="bottom center",
-                                 marker={"color": "black", "size": 10}, name="unsteered"), row=1, col=2)
-        fig.add_hline(y=base[metric], line_dash="dash", line_color="gray", row=1, col=1)
-    fig.update_layout(title="Steering sweep: strength vs concept score vs fluency", template="plotly_white",
-                      width=1200, height=500)
-    fig.update_xaxes(title_text="strength (clamp/add: in units; caa: scale)", row=1, col=1)
-    fig.update_yaxes(title_text=label, range=[0, 1.05], row=1, col=1, secondary_y=False)
-    fig.update_yaxes(title_text="perplexity (median)", type="log", row=1, col=1, secondary_y=True)
-    fig.update_xaxes(title_text="perplexity of steered text under the unsteered model (median)", type="log",
-                     row=1, col=2)
-    fig.update_yaxes(title_text=label, range=[0, 1.05], row=1, col=2)
-    return fig
-
-
-def plot_sweep(summary: dict[str, Any], out_dir: str | Path, *, png: bool = True) -> list[Path]:
-    """Write `sweep_figure(summary)` as sweep.html (+ sweep.png)."""
-    out = Path(out_dir)
-    fig = sweep_figure(summary)
-    paths = [out / "sweep.html"]
-    atomic_write_with(paths[0], lambda tmp: fig.write_html(tmp, include_plotlyjs=True))
-    if png:
-        try:
-            atomic_write_with(out / "sweep.png", fig.write_image)
-            paths.append(out / "sweep.png")
-        except Exception as e:  # noqa: BLE001  (no browser for kaleido: keep the HTML, say why)
-            log.warning("could not write sweep.png (%s); the HTML chart is there", e)
-    return paths

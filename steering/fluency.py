@@ -30,7 +30,7 @@ from typing import Any
 
 from sae import versions_line
 from steering.interventions import SteeringError
-from steering.metrics import distinct_n
+from steering.scoring import distinct_n
 
 _WORD = re.compile(r"[^\W_]", re.UNICODE)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import weakref
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +16,7 @@ import torch
 from torch import Tensor
 
 from sae import model_device
-from steering.activations import max_activations
+from steering.capture import max_activations
 from steering.interventions import (
     Edit,
     FeatureSteering,
@@ -31,7 +32,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_WIDTH_ATTR = "_saekit_hook_widths"
+# Per model object: the width of each hook probed so far (a probe runs a forward). Weak keys,
+# so a dropped model takes its widths with it.
+_HOOK_WIDTHS: weakref.WeakKeyDictionary[Any, dict[str, int]] = weakref.WeakKeyDictionary()
 
 
 # --------------------------------------------------------------------------- validation
@@ -44,7 +47,7 @@ class _Probe(Exception):
 
 def hook_width(model: TransformerBridge, hook: str) -> int:
     """The last dimension of a hook's activation (runs one token, stopping at the hook)."""
-    widths: dict[str, int] = model.__dict__.setdefault(_WIDTH_ATTR, {})
+    widths = _HOOK_WIDTHS.setdefault(model, {})
     if hook in widths:
         return widths[hook]
 

@@ -1,6 +1,6 @@
 """Which sequence positions a hook call covers, during the prompt and KV-cached decode steps.
 
-Steering hooks (`steering.hooks`) and activation capture (`steering.activations`) share it.
+Steering hooks (`steering.hooks`) and activation capture (`steering.capture`) share it.
 With the KV cache on, the prompt is one call over [B, P, d] and every later decode step is a
 call over [B, 1, d]. A hook that slices `x[:, prompt_len:]` steers nothing on those steps (the
 classic "steers only the prompt" bug). So a `PositionTracker` per model knows, for each forward,
@@ -14,6 +14,7 @@ one. `handle.reset()` forces a new sequence.
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -24,14 +25,19 @@ from steering.interventions import SteeringError
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-_TRACKER_ATTR = "_saekit_position_tracker"
+# One tracker per model object and one assistant header per tokenizer object, kept beside the
+# objects rather than on them; weak keys, so they go when the model or tokenizer goes.
+_TRACKERS: weakref.WeakKeyDictionary[Any, PositionTracker] = weakref.WeakKeyDictionary()
+_HEADERS: weakref.WeakKeyDictionary[Any, list[int] | None] = weakref.WeakKeyDictionary()
 
 
 def generation_header_ids(tokenizer: Any) -> list[int] | None:
     """Token ids the chat template appends to open the assistant's turn, or None without one."""
-    cached = getattr(tokenizer, "_saekit_gen_header", False)
-    if cached is not False:
-        return cached
+    try:
+        if tokenizer in _HEADERS:
+            return _HEADERS[tokenizer]
+    except TypeError:  # a tokenizer that cannot be weakly referenced: computed on every call
+        pass
     header: list[int] | None = None
     if getattr(tokenizer, "chat_template", None):
         msgs = [{"role": "user", "content": "x"}]
@@ -43,8 +49,8 @@ def generation_header_ids(tokenizer: Any) -> list[int] | None:
         except Exception:  # noqa: BLE001  (a template that cannot render a bare user turn)
             header = None
     try:
-        tokenizer._saekit_gen_header = header
-    except AttributeError:
+        _HEADERS[tokenizer] = header
+    except TypeError:
         pass
     return header
 
@@ -184,8 +190,8 @@ class PositionTracker:
 
 
 def tracker_for(model: TransformerBridge) -> PositionTracker:
-    tracker = model.__dict__.get(_TRACKER_ATTR)
+    tracker = _TRACKERS.get(model)
     if tracker is None:
         tracker = PositionTracker(getattr(model, "tokenizer", None))
-        model.__dict__[_TRACKER_ATTR] = tracker
+        _TRACKERS[model] = tracker
     return tracker

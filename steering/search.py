@@ -21,19 +21,17 @@ import torch
 from torch import Tensor
 
 from sae import model_device
-from steering.activations import (
-    Prompt,
+from steering.capture import (
     PromptActs,
-    _open_db,
     encode_acts,
     hook_activations,
-    pad_left,
+    open_feature_db,
     prompt_set_activations,
-    render,
 )
 from steering.hooks import Steering
 from steering.interventions import Clamp, FeatureSteering, SteeringError
 from steering.positions import tracker_for
+from steering.rendering import Prompt, pad_left, render
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -72,6 +70,27 @@ def _context(tok: Any, ids: list[int], pos: int, left: int = 10, right: int = 4)
 # --------------------------------------------------------------------------- by text
 
 
+def _span_columns(tok: Any, ids: list[int], span: str | tuple[int, int] | None) -> list[int] | None:
+    """Token indices of `ids` that overlap `span` (a substring of the decoded text, its last
+    occurrence, or (start, end) characters); None for no span."""
+    if span is None:
+        return None
+    rendered = tok.decode(ids)
+    if isinstance(span, str):
+        start = rendered.rfind(span)
+        if start < 0:
+            raise SteeringError(f"span {span!r} does not occur in the prompt text")
+        span = (start, start + len(span))
+    # Character offset of every token in the decoded text (robust for any tokenizer).
+    cols, pos = [], 0
+    for j in range(len(ids)):
+        end = len(tok.decode(ids[: j + 1]))
+        if end > span[0] and pos < span[1]:
+            cols.append(j)
+        pos = end
+    return cols
+
+
 @torch.no_grad()
 def top_features(
     model: TransformerBridge,
@@ -93,27 +112,13 @@ def top_features(
     tok = model.tokenizer
     h = _hook(sae, hook)
     ids = render(tok, text, chat=chat, add_generation_prompt=False)
-    rendered = tok.decode(ids)
-    if isinstance(span, str):
-        start = rendered.rfind(span)
-        if start < 0:
-            raise SteeringError(f"span {span!r} does not occur in the prompt text")
-        span = (start, start + len(span))
-    # Character offset of every token in the decoded text (robust for any tokenizer).
-    offsets, pos = [], 0
-    for j in range(len(ids)):
-        end = len(tok.decode(ids[: j + 1]))
-        offsets.append((pos, end))
-        pos = end
+    in_span = _span_columns(tok, ids, span)
     device = model_device(model)
     ids_t = torch.tensor([ids], device=device)
     mask = torch.ones_like(ids_t)
     acts = hook_activations(model, ids_t, [h], mask)[h]
     keep = saelib.TokenFilter(model, h)(ids_t, acts, mask).keep[0]
-    cols = [
-        j for j in range(len(ids))
-        if bool(keep[j]) and (span is None or (offsets[j][1] > span[0] and offsets[j][0] < span[1]))
-    ]
+    cols = [j for j in (range(len(ids)) if in_span is None else in_span) if bool(keep[j])]
     if not cols:
         raise SteeringError("no usable tokens in the span (only special tokens or outliers)")
     codes = encode_acts(sae, acts[0, cols])
@@ -203,7 +208,7 @@ def contrastive_features(
 def _attach_examples(model: TransformerBridge, sae: SparseAutoencoder, hits: list[FeatureHit],
                      pos: list[PromptActs], db: Any, n: int) -> None:
     if db is not None:
-        fdb = _open_db(db)
+        fdb = open_feature_db(db)
         if hasattr(fdb, "check_sae"):
             fdb.check_sae(sae)
         for hit in hits:

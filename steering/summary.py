@@ -128,7 +128,7 @@ def best_condition(
 def headline(summary: dict[str, Any]) -> list[str]:
     """One line per steered method: its best condition, or "no effect found". Concept steering
     is bounded by text perplexity (changing the topic is the point), behaviour by perplexity
-    given the prompt, as in `steering.demos`."""
+    given the prompt, as in `steering.reference_experiments`."""
     rows = summary["conditions"]
     metric = "concept_rate" if any(r["concept_rate"] is not None for r in rows) else "task_rate"
     fluency = "text_perplexity" if metric == "concept_rate" else "perplexity"

@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.demo import Demo, DemoConfig
+    from app.demo_pipeline import Demo, DemoConfig
 
     overrides = {
         k: getattr(args, k)

@@ -54,7 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import sae
-    from sae.config import EvalConfig, load_config
+    from sae import EvalConfig, load_config
 
     cfg = load_config(EvalConfig, args.config, args.overrides)
     cfg.sae_path = args.sae_dir

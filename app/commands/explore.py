@@ -33,7 +33,7 @@ def command(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sae.features.db import FeatureDB, FeatureDBError
+    from sae import FeatureDB, FeatureDBError
 
     try:
         FeatureDB(args.db).close()  # say what is wrong here too, not only in the page

@@ -14,8 +14,8 @@ _EXPORTS = {
     "FeatureDBError": "sae.features.db",
     "Feature": "sae.features.db",
     "Example": "sae.features.db",
-    "text_activations": "sae.features.activations",
-    "TextActivations": "sae.features.activations",
+    "text_activations": "sae.features.token_activations",
+    "TextActivations": "sae.features.token_activations",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -2,7 +2,7 @@
 
 `FeatureAccumulator.update(tokens_BT, valid_BT, codes_NF)` takes a batch of token rows and the
 SAE codes of its valid tokens; all state is sized by d_sae (never by the number of tokens):
-counts, sums and max per latent, the running top-k (`topk.py`), exact histograms and interval
+counts, sums and max per latent, the running top-k (`top_examples.py`), exact histograms and interval
 samples (`reservoir.py`) and co-occurrence counts (`cooccur.py`). Work per batch is
 proportional to the number of firing events (sparse), apart from one scan of the codes.
 """
@@ -16,7 +16,7 @@ from torch import Tensor
 
 from sae.features.cooccur import CooccurrenceCounter
 from sae.features.reservoir import IntervalSampler
-from sae.features.topk import RunningTopK
+from sae.features.top_examples import RunningTopK
 from sae.features.window import BatchCodes
 
 # Above this many latents the d_sae^2 co-occurrence matrix is not kept (16384^2 x 4 B = 1 GiB).

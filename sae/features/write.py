@@ -80,64 +80,23 @@ def write_feature_db(
     return atomic_write_with(out_path, build)
 
 
-def _write_all(con, acc, intervals, dec_norm, lens, neighbours, cooc, vocab) -> None:
-    F = acc.d_sae
-    n_fired = acc.n_fired.cpu().numpy()
-    max_act = acc.max_act.cpu().numpy()
-    mean_act = acc.mean_act().cpu().numpy()
-    density = acc.density().cpu().numpy()
-    width = acc.intervals.bin_width().cpu().numpy()
-    used = acc.intervals.used_bins(acc.max_act).cpu().numpy()
-    hist = acc.intervals.hist.cpu().numpy().astype("<i8")
-    dnorm = dec_norm.float().cpu().numpy()
-    rows = []
-    for i in range(F):
-        lens_cols: tuple[Any, ...] = (None, None, None)
-        if lens is not None:
-            lens_cols = (float(lens.hist_lo[i]), float(lens.hist_hi[i]), lens.hist[i].numpy().astype("<i8").tobytes())
-        rows.append((
-            i, int(n_fired[i]), float(density[i]), float(max_act[i]), float(mean_act[i]), int(n_fired[i] == 0),
-            float(dnorm[i]), float(width[i]), hist[i, : used[i]].tobytes(), *lens_cols,
-        ))
-    con.executemany("INSERT INTO features VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
-
-    # top examples
-    tk = {k: v.cpu().numpy() for k, v in acc.topk.sorted().items()}
-    f_idx, r_idx = np.nonzero(np.isfinite(tk["act"]))
-    con.executemany(
-        "INSERT INTO examples VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-        _window_rows(
-            f_idx, r_idx, np.zeros_like(r_idx), tk["act"][f_idx, r_idx], tk["row"][f_idx, r_idx],
-            tk["pos"][f_idx, r_idx], tk["ctx_tok"][f_idx, r_idx], tk["ctx_act"][f_idx, r_idx],
-            schema.KIND_TOP, vocab,
-        ),
-    )
-    # interval samples
-    iv_act = intervals.act.cpu().numpy()
-    f_idx, b_idx, s_idx = np.nonzero(~np.isnan(iv_act))
-    con.executemany(
-        "INSERT INTO examples VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-        _window_rows(
-            f_idx, b_idx, s_idx, iv_act[f_idx, b_idx, s_idx], intervals.row.cpu().numpy()[f_idx, b_idx, s_idx],
-            intervals.pos.cpu().numpy()[f_idx, b_idx, s_idx], intervals.ctx_tok.cpu().numpy()[f_idx, b_idx, s_idx],
-            intervals.ctx_act.cpu().numpy()[f_idx, b_idx, s_idx], schema.KIND_INTERVAL, vocab,
-        ),
-    )
-    lo, hi, nev = (t.cpu().numpy() for t in (intervals.lo, intervals.hi, intervals.n_events))
-    live = np.nonzero(n_fired > 0)[0]
-    con.executemany(
-        "INSERT INTO intervals VALUES (?,?,?,?,?)",
-        ((int(f), j, float(lo[f, j]), float(hi[f, j]), int(nev[f, j])) for f in live for j in range(lo.shape[1])),
-    )
+def _write_all(
+    con: sqlite3.Connection,
+    acc: FeatureAccumulator,
+    intervals: Intervals,
+    dec_norm: torch.Tensor,
+    lens: LogitLens | None,
+    neighbours: tuple[torch.Tensor, torch.Tensor],
+    cooc: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
+    vocab: Sequence[str],
+) -> None:
+    """Every table but `meta`, inserted in the order they always were, so row ids stay as before."""
+    _write_features(con, acc, dec_norm, lens)
+    _write_examples(con, acc, intervals, vocab)
+    _write_intervals(con, acc, intervals)
     if lens is not None:
-        def logit_rows():
-            for sign, ids, vals_ in ((1, lens.top_ids, lens.top_vals), (-1, lens.bottom_ids, lens.bottom_vals)):
-                ids_np, vals_np = ids.numpy(), vals_.numpy()
-                for f in range(F):
-                    for r in range(ids_np.shape[1]):
-                        yield f, sign * (r + 1), int(ids_np[f, r]), float(vals_np[f, r])
-
-        con.executemany("INSERT INTO logits VALUES (?,?,?,?)", logit_rows())
+        con.executemany("INSERT INTO logits VALUES (?,?,?,?)", _logit_rows(lens, acc.d_sae))
+    F = acc.d_sae
     nb_ids, nb_cos = (t.numpy() for t in neighbours)
     con.executemany(
         "INSERT INTO neighbours VALUES (?,?,?,?)",
@@ -153,3 +112,66 @@ def _write_all(con, acc, intervals, dec_norm, lens, neighbours, cooc, vocab) -> 
     con.executemany("INSERT INTO vocab VALUES (?, ?)", enumerate(vocab))
 
 
+def _write_features(con: sqlite3.Connection, acc: FeatureAccumulator, dec_norm: torch.Tensor,
+                    lens: LogitLens | None) -> None:
+    n_fired = acc.n_fired.cpu().numpy()
+    max_act = acc.max_act.cpu().numpy()
+    mean_act = acc.mean_act().cpu().numpy()
+    density = acc.density().cpu().numpy()
+    width = acc.intervals.bin_width().cpu().numpy()
+    used = acc.intervals.used_bins(acc.max_act).cpu().numpy()
+    hist = acc.intervals.hist.cpu().numpy().astype("<i8")
+    dnorm = dec_norm.float().cpu().numpy()
+    rows = []
+    for i in range(acc.d_sae):
+        lens_cols: tuple[Any, ...] = (None, None, None)
+        if lens is not None:
+            lens_cols = (float(lens.hist_lo[i]), float(lens.hist_hi[i]), lens.hist[i].numpy().astype("<i8").tobytes())
+        rows.append((
+            i, int(n_fired[i]), float(density[i]), float(max_act[i]), float(mean_act[i]), int(n_fired[i] == 0),
+            float(dnorm[i]), float(width[i]), hist[i, : used[i]].tobytes(), *lens_cols,
+        ))
+    con.executemany("INSERT INTO features VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+
+
+def _write_examples(con: sqlite3.Connection, acc: FeatureAccumulator, intervals: Intervals,
+                    vocab: Sequence[str]) -> None:
+    """Top examples, then interval samples."""
+    tk = {k: v.cpu().numpy() for k, v in acc.topk.sorted().items()}
+    f_idx, r_idx = np.nonzero(np.isfinite(tk["act"]))
+    con.executemany(
+        "INSERT INTO examples VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        _window_rows(
+            f_idx, r_idx, np.zeros_like(r_idx), tk["act"][f_idx, r_idx], tk["row"][f_idx, r_idx],
+            tk["pos"][f_idx, r_idx], tk["ctx_tok"][f_idx, r_idx], tk["ctx_act"][f_idx, r_idx],
+            schema.KIND_TOP, vocab,
+        ),
+    )
+    iv_act = intervals.act.cpu().numpy()
+    f_idx, b_idx, s_idx = np.nonzero(~np.isnan(iv_act))
+    con.executemany(
+        "INSERT INTO examples VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        _window_rows(
+            f_idx, b_idx, s_idx, iv_act[f_idx, b_idx, s_idx], intervals.row.cpu().numpy()[f_idx, b_idx, s_idx],
+            intervals.pos.cpu().numpy()[f_idx, b_idx, s_idx], intervals.ctx_tok.cpu().numpy()[f_idx, b_idx, s_idx],
+            intervals.ctx_act.cpu().numpy()[f_idx, b_idx, s_idx], schema.KIND_INTERVAL, vocab,
+        ),
+    )
+
+
+def _write_intervals(con: sqlite3.Connection, acc: FeatureAccumulator, intervals: Intervals) -> None:
+    lo, hi, nev = (t.cpu().numpy() for t in (intervals.lo, intervals.hi, intervals.n_events))
+    live = np.nonzero(acc.n_fired.cpu().numpy() > 0)[0]
+    con.executemany(
+        "INSERT INTO intervals VALUES (?,?,?,?,?)",
+        ((int(f), j, float(lo[f, j]), float(hi[f, j]), int(nev[f, j])) for f in live for j in range(lo.shape[1])),
+    )
+
+
+def _logit_rows(lens: LogitLens, F: int) -> Iterator[tuple[int, int, int, float]]:
+    """(feature, rank: +1.. for the top tokens, -1.. for the bottom ones, token id, value)."""
+    for sign, ids, vals_ in ((1, lens.top_ids, lens.top_vals), (-1, lens.bottom_ids, lens.bottom_vals)):
+        ids_np, vals_np = ids.numpy(), vals_.numpy()
+        for f in range(F):
+            for r in range(ids_np.shape[1]):
+                yield f, sign * (r + 1), int(ids_np[f, r]), float(vals_np[f, r])

@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from app.cli import main
-from app.demo import Demo, StageCheckError, _check_sweep, _checked
+from app.demo_pipeline import Demo, StageCheckError, _check_sweep, _checked
 from tests.steering.conftest import emit_dashes
 
 pytestmark = pytest.mark.slow
@@ -114,12 +114,12 @@ def test_stage_checks():
 
 
 def test_an_all_zero_sweep_fails_the_stage_unless_allowed(run_dir, tmp_path, monkeypatch, capsys):
-    import steering.demos
+    import steering.reference_experiments
 
     table = [{"condition": "unsteered", "concept_rate": 0.0}, {"condition": "clamp|7|2", "concept_rate": 0.0}]
     canned = {"features": [7], "no_effect": "no effect found: no fluent clamp condition raised it", "table": table,
               "best_strength": None, "summary": {}}
-    monkeypatch.setattr(steering.demos, "golden_gate", lambda *a, **k: dict(canned))
+    monkeypatch.setattr(steering.reference_experiments, "golden_gate", lambda *a, **k: dict(canned))
     monkeypatch.setattr(Demo, "model", property(lambda self: None))  # the canned stage needs no model
     out = _resume_copy(run_dir, tmp_path, "golden_gate", "sycophancy")
     assert main(["demo", "--out", str(out), *STRICT]) == 2

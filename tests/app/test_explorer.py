@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 import sae
 from app.explorer import data
-from sae.features.demo import build_demo_db, random_sae
+from sae.features.demo_db import build_demo_db, random_sae
 
 MAIN = str(Path(__file__).resolve().parents[2] / "app" / "explorer" / "main.py")
 PAGES = ["views/features.py", "views/feature.py", "views/live.py", "views/steer.py"]

@@ -51,7 +51,7 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90.0) -> No
 
 @pytest.fixture(scope="module")
 def server(model, tmp_path_factory):
-    from sae.features.demo import build_demo_db
+    from sae.features.demo_db import build_demo_db
 
     out = tmp_path_factory.mktemp("browser")
     db_path, _ = build_demo_db(out, model, d_sae=256, layer=2, n_tokens=512, context_size=64)

@@ -171,7 +171,7 @@ def _banned() -> set[str]:
 
 
 # Modules that pick an architecture as a value (a default, the demo's choice) rather than branch on one.
-CHOOSERS = {("sae/config.py", "topk"), ("sae/features/demo.py", "topk"), ("app/demo.py", "topk")}
+CHOOSERS = {("sae/config.py", "topk"), ("sae/features/demo_db.py", "topk"), ("app/demo_pipeline.py", "topk")}
 
 
 def _strings(path: Path) -> list[tuple[int, str]]:

@@ -13,7 +13,7 @@ import sae
 from sae.config import DataConfig, FeaturesConfig
 from sae.features.accumulate import FeatureAccumulator
 from sae.features.db import FeatureDB, FeatureDBError
-from sae.features.demo import build_demo_db, demo_rows
+from sae.features.demo_db import build_demo_db, demo_rows
 from sae.features.reservoir import GRID
 from sae.features.source import extractor_for
 
@@ -300,7 +300,7 @@ def test_bad_databases(tmp_path, demo):
 
 
 def test_sae_mismatch_is_detected(demo):
-    from sae.features.demo import random_sae
+    from sae.features.demo_db import random_sae
 
     db = FeatureDB(demo[0])
     db.check_sae(sae.load_sae(demo[1]))

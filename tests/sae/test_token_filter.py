@@ -12,7 +12,8 @@ from sae.config import EvalConfig
 from sae.extract import ActivationExtractor
 from sae.splice import splice_ce
 from sae.token_filter import TokenFilter, drops_special_tokens, filter_tokens, is_residual_hook
-from steering.activations import prompt_set_activations, render
+from steering.capture import prompt_set_activations
+from steering.rendering import render
 
 HOOK = "blocks.3.hook_resid_post"
 # Three texts of 12 tokens each (13 with BOS): one batch with no padding for the cache's path.

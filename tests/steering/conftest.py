@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 import torch
 
 import sae as saelib
+from steering import generation
 
 HOOK = "blocks.3.hook_resid_post"
 ARCHS = ["relu", "topk", "batchtopk", "jumprelu"]
@@ -37,7 +36,6 @@ def topk_sae():
 def emit_dashes(monkeypatch: pytest.MonkeyPatch, tokenizer) -> list[int]:
     """Make every generated reply `I` and a run of dashes, as KV-cached decoding did under
     transformers 5.24, whatever version is installed. Returns the batch sizes generated."""
-    G = importlib.import_module("steering.generate")  # `steering.generate` is the function
 
     first = tokenizer.encode("I", add_special_tokens=False)[0]
     dash = tokenizer.encode("----", add_special_tokens=False)[0]
@@ -47,5 +45,5 @@ def emit_dashes(monkeypatch: pytest.MonkeyPatch, tokenizer) -> list[int]:
         batches.append(len(rows))
         return [[first] + [dash] * (cfg.max_new_tokens - 1) for _ in rows]
 
-    monkeypatch.setattr(G, "sample_rows", dashes)
+    monkeypatch.setattr(generation, "sample_rows", dashes)
     return batches

@@ -13,7 +13,7 @@ from app.cli import main
 from steering import SteeringError
 from steering.experiments import CAAConfig, SweepConfig, best_condition, format_summary, run_sweep
 from steering.fluency import DegenerateTextError
-from steering.metrics import perplexity
+from steering.scoring import perplexity
 from steering.summary import NoEffect
 from tests.steering.conftest import HOOK, emit_dashes, make_sae
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from steering import prompts as P
-from steering.activations import render
 from steering.fluency import (
     DegenerateTextError,
     GateConfig,
@@ -17,8 +16,9 @@ from steering.fluency import (
     repeat_run,
     require_fluent,
 )
-from steering.generate import generate
-from steering.metrics import distinct_n, perplexity
+from steering.generation import generate
+from steering.rendering import render
+from steering.scoring import distinct_n, perplexity
 
 # The samples of issue 14: a CJK run that whitespace distinct-2 scored 0.955, and a loop.
 CJK = "薦藅藛藗藛藛藛藛" + "藛" * 12 + "藗藛藛藛藛藛藛藛藛"

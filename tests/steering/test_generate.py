@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import math
 
 import pytest
@@ -10,9 +9,9 @@ import torch
 
 import sae as saelib
 import steering
-from steering import Clamp, FeatureSteering, SteeringError, VectorSteering
-from steering.activations import render
+from steering import Clamp, FeatureSteering, SteeringError, VectorSteering, generation
 from steering.positions import generation_header_ids, last_occurrence
+from steering.rendering import render
 from tests.steering.conftest import HOOK, make_sae
 
 PROMPTS = ["Tell me about yourself.", "What should I cook tonight? Something quick please."]
@@ -160,7 +159,7 @@ def test_bad_inputs_fail_before_generation(model, monkeypatch) -> None:
     def boom(*a, **k):
         raise AssertionError("generation started")
 
-    monkeypatch.setattr(importlib.import_module("steering.generate"), "sample_rows", boom)
+    monkeypatch.setattr(generation, "sample_rows", boom)
     sae = make_sae("relu")
     with pytest.raises(SteeringError, match="out of range"):
         steering.generate(model, "hi", (sae, {10_000: Clamp(1)}))

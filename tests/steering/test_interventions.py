@@ -17,8 +17,8 @@ from steering import (
     VectorSteering,
     edit_codes,
 )
-from steering.metrics import concept_score, distinct_n, keyword_scorer
 from steering.positions import PositionTracker
+from steering.scoring import concept_score, distinct_n, keyword_scorer
 from steering.search import contrastive_from_acts
 from tests.steering.conftest import ARCHS, make_sae
 

@@ -7,10 +7,11 @@ import torch
 
 import sae as saelib
 import steering
-from sae.features.demo import build_demo_db
+from sae.features.demo_db import build_demo_db
 from steering import Clamp, FeatureSteering, SteeringError
-from steering.activations import hook_activations, render
+from steering.capture import hook_activations
 from steering.hooks import prepare
+from steering.rendering import render
 from steering.search import _lens_top_ids
 from tests.steering.conftest import HOOK, make_sae
 
@@ -118,7 +119,7 @@ def test_max_activations_from_scan_and_db(model) -> None:
 
 
 def test_selection_by_a_steered_generation_prefers_the_feature_that_writes_the_concept(model) -> None:
-    from steering.demos import ExperimentConfig, select_by_steering
+    from steering.reference_experiments import ExperimentConfig, select_by_steering
     from steering.search import FeatureHit
 
     sae = _paris_sae(model)

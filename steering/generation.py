@@ -22,10 +22,10 @@ import torch
 from torch import Tensor
 
 from sae import KVCache, model_device
-from steering.activations import Prompt, pad_left, render
 from steering.hooks import Steering
 from steering.interventions import SteeringError, as_interventions
-from steering.positions import generation_header_ids, last_occurrence, tracker_for
+from steering.positions import PositionTracker, generation_header_ids, last_occurrence, tracker_for
+from steering.rendering import Prompt, pad_left, render
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -138,6 +138,32 @@ def _pick(logits_BV: Tensor, gens: list[torch.Generator], cfg: SamplingConfig) -
     return picked.to(logits_BV.device)
 
 
+def _start_batch(
+    tracker: PositionTracker, rows: list[list[int]], P: int, after_cols: list[int] | None, device: torch.device
+) -> None:
+    """Tell the tracker each row's left padding and where its last user turn ends, in batch columns."""
+    pads = torch.tensor([P - len(r) for r in rows], device=device)
+    after = torch.tensor(
+        [(-1 if a < 0 else a + int(p)) for a, p in zip(after_cols or [-1] * len(rows), pads.tolist(), strict=True)],
+        device=device,
+    )
+    tracker.set_batch(pads, P, after)
+
+
+def _until_stop(out_BT: Tensor, stops: set[int], cfg: SamplingConfig) -> list[list[int]]:
+    """Each row's new ids, cut before its first stop token (with stop_at_eos)."""
+    result = []
+    for b in range(out_BT.shape[0]):
+        toks = out_BT[b].tolist()
+        if cfg.stop_at_eos:
+            for j, t in enumerate(toks):
+                if t in stops:
+                    toks = toks[:j]
+                    break
+        result.append(toks)
+    return result
+
+
 @torch.inference_mode()
 def sample_rows(
     model: TransformerBridge,
@@ -152,13 +178,8 @@ def sample_rows(
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
     ids_BP, attn_BP = pad_left(rows, pad_id, device)
     B, P = ids_BP.shape
-    pads = torch.tensor([P - len(r) for r in rows], device=device)
-    after = torch.tensor(
-        [(-1 if a < 0 else a + int(p)) for a, p in zip(after_cols or [-1] * B, pads.tolist(), strict=True)],
-        device=device,
-    )
     tracker = tracker_for(model)
-    tracker.set_batch(pads, P, after)
+    _start_batch(tracker, rows, P, after_cols, device)
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     stops = torch.tensor(sorted(stop_ids(model)), device=device)
     hf = model.original_model
@@ -187,17 +208,7 @@ def sample_rows(
         else:
             cur_ids = torch.cat([ids_BP, out_BT], dim=1)
             cur_pos = (attn.cumsum(-1) - 1).clamp(min=0)
-    result = []
-    stop_set = set(stops.tolist())
-    for b in range(B):
-        toks = out_BT[b].tolist()
-        if cfg.stop_at_eos:
-            for j, t in enumerate(toks):
-                if t in stop_set:
-                    toks = toks[:j]
-                    break
-        result.append(toks)
-    return result
+    return _until_stop(out_BT, set(stops.tolist()), cfg)
 
 
 def _as_prompt_list(prompts: Any) -> list[Prompt]:
@@ -209,6 +220,52 @@ def _as_prompt_list(prompts: Any) -> list[Prompt]:
     if not prompts:
         raise SteeringError("no prompts given")
     return prompts
+
+
+def _seeds(seed: int | Sequence[int], n: int) -> list[int]:
+    seeds = [int(seed)] * n if isinstance(seed, int) else [int(s) for s in seed]
+    if len(seeds) != n:
+        raise SteeringError(f"got {len(seeds)} seeds for {n} prompts; pass one seed or one per prompt")
+    return seeds
+
+
+def _generate_rows(
+    model: TransformerBridge,
+    steering: Steering,
+    plist: list[Prompt],
+    seeds: list[int],
+    rows: list[list[int]],
+    after: list[int],
+    cfg: SamplingConfig,
+    *,
+    compare: bool,
+    batch_size: int,
+) -> Generations:
+    """Sample every row in batches, steered and (with compare) with `steering` paused."""
+    tok = model.tokenizer
+    rseeds = [row_seed(s, r) for s, r in zip(seeds, rows, strict=True)]
+    results = Generations()
+    for i in range(0, len(rows), batch_size):
+        sl = slice(i, i + batch_size)
+        steered = sample_rows(model, rows[sl], rseeds[sl], cfg, after[sl])
+        unsteered: list[list[int]] | list[None] = [None] * len(steered)
+        if compare:
+            with steering.paused():
+                unsteered = sample_rows(model, rows[sl], rseeds[sl], cfg, after[sl])
+        for j, (s_ids, u_ids) in enumerate(zip(steered, unsteered, strict=True)):
+            k = i + j
+            results.append(
+                Generation(
+                    prompt=plist[k],
+                    seed=seeds[k],
+                    steered=tok.decode(s_ids, skip_special_tokens=True),
+                    unsteered=None if u_ids is None else tok.decode(u_ids, skip_special_tokens=True),
+                    steered_ids=s_ids,
+                    unsteered_ids=u_ids,
+                    prompt_ids=rows[k],
+                )
+            )
+    return results
 
 
 def generate(
@@ -240,9 +297,7 @@ def generate(
     if batch_size < 1:
         raise SteeringError(f"batch_size must be >= 1, got {batch_size}")
     plist = _as_prompt_list(prompts)
-    seeds = [int(seed)] * len(plist) if isinstance(seed, int) else [int(s) for s in seed]
-    if len(seeds) != len(plist):
-        raise SteeringError(f"got {len(seeds)} seeds for {len(plist)} prompts; pass one seed or one per prompt")
+    seeds = _seeds(seed, len(plist))
     tok = model.tokenizer
     rows = [render(tok, p, chat=chat, system_prompt=system_prompt) for p in plist]
     header = generation_header_ids(tok)
@@ -253,33 +308,12 @@ def generate(
             "positions='after_last_user' needs chat prompts with an assistant turn; use chat=True "
             "or positions='generated'"
         )
-    rseeds = [row_seed(s, r) for s, r in zip(seeds, rows, strict=True)]
     tracker = tracker_for(model)
-    results = Generations()
     with Steering(model, ivs) as steering:  # validates every intervention first
         was_explicit, tracker.explicit = tracker.explicit, True
         try:
-            for i in range(0, len(rows), batch_size):
-                sl = slice(i, i + batch_size)
-                steered = sample_rows(model, rows[sl], rseeds[sl], cfg, after[sl])
-                unsteered: list[list[int]] | list[None] = [None] * len(steered)
-                if compare:
-                    with steering.paused():
-                        unsteered = sample_rows(model, rows[sl], rseeds[sl], cfg, after[sl])
-                for j, (s_ids, u_ids) in enumerate(zip(steered, unsteered, strict=True)):
-                    k = i + j
-                    results.append(
-                        Generation(
-                            prompt=plist[k],
-                            seed=seeds[k],
-                            steered=tok.decode(s_ids, skip_special_tokens=True),
-                            unsteered=None if u_ids is None else tok.decode(u_ids, skip_special_tokens=True),
-                            steered_ids=s_ids,
-                            unsteered_ids=u_ids,
-                            prompt_ids=rows[k],
-                        )
-                    )
+            return _generate_rows(model, steering, plist, seeds, rows, after, cfg, compare=compare,
+                                  batch_size=batch_size)
         finally:
             tracker.explicit = was_explicit
             tracker.reset()
-    return results

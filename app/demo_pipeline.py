@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import sae
-from sae.config import (
+from sae import (
     CacheConfig,
     DataConfig,
     EvalConfig,
@@ -228,7 +228,7 @@ class Demo:
         return {"db": str(self.db_path)}
 
     def _experiment(self, name: str, strengths: list[float]) -> Any:
-        from steering.demos import ExperimentConfig
+        from steering.reference_experiments import ExperimentConfig
 
         return ExperimentConfig(
             out_dir=str(self.root / name),
@@ -242,14 +242,14 @@ class Demo:
         )
 
     def stage_golden_gate(self) -> dict[str, Any]:
-        from steering.demos import golden_gate
+        from steering.reference_experiments import golden_gate
 
         result = golden_gate(self.model, self.sae, self._experiment("golden_gate", self.cfg.strengths))
         result.pop("summary")  # already in golden_gate/summary.json
         return _check_sweep(result, "Golden Gate clamp", allow_zero=self.cfg.allow_zero_sweep)
 
     def stage_sycophancy(self) -> dict[str, Any]:
-        from steering.demos import sycophancy
+        from steering.reference_experiments import sycophancy
 
         result = sycophancy(self.model, self.sae, self._experiment("sycophancy", self.cfg.praise_strengths))
         result.pop("summary")  # already in sycophancy/summary.json

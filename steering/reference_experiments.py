@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 from steering import prompts as P
 from steering.experiments import CAAConfig, SweepConfig, run_sweep
 from steering.fluency import SampleFluency, fluent, judge, measure, require_fluent
-from steering.generate import generate
+from steering.generation import generate
 from steering.interventions import Clamp, FeatureSteering
-from steering.metrics import keyword_scorer
+from steering.scoring import keyword_scorer
 from steering.search import FeatureHit, contrastive_features, logit_lens, rank_by_output_score
 from steering.summary import NoEffect, best_condition
 
