@@ -129,7 +129,7 @@ class Trainer:
         )
         with ctx:
             out = sae.training_forward(x, dead_mask, sparse=cfg.sparse_decoder)
-        loss = sum(coefs.get(k, 1.0) * v for k, v in out.losses.items())
+        loss = sae.loss(out, coefs)  # the one weighted sum (SparseAutoencoder.loss)
         bad = not bool(torch.isfinite(loss.detach()))
         if ddp.any_rank(bad, self.dist):
             raise TrainingDivergedError(diverged_message(
