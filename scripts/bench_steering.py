@@ -23,7 +23,7 @@ import torch  # noqa: E402
 
 import sae as saelib  # noqa: E402
 import steering  # noqa: E402
-import steering.hooks as steering_hooks  # noqa: E402
+import steering.steer_hooks as steering_hooks  # noqa: E402
 from steering import Clamp, FeatureSteering  # noqa: E402
 from steering.prompts import NEUTRAL_PROMPTS  # noqa: E402
 

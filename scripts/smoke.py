@@ -97,13 +97,13 @@ def step_clamp(state: dict[str, Any]) -> str:
 def step_explorer(state: dict[str, Any]) -> str:
     from streamlit.testing.v1 import AppTest
 
-    from app.explorer import data
+    from app.explorer import resources
 
     db = state["out"] / "features.sqlite"
     sae.build_feature_db(sae.FeaturesConfig(sae_path=str(state["sae_dir"]), out_path=str(db), n_tokens=2048,
                                             data=sae.DataConfig(context_size=64)),
                          state["model"], state["sae"], progress=False)
-    data.preload(model=state["model"])
+    resources.preload(model=state["model"])
     os.environ["SAEKIT_DB"] = str(db)
     for page in PAGES:
         at = AppTest.from_file(str(ROOT / "app" / "explorer" / "main.py"), default_timeout=120)

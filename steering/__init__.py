@@ -29,8 +29,8 @@ _EXPORTS: dict[str, str] = {
     "make_edit": "steering.interventions",
     "edit_codes": "steering.interventions",
     # hooks
-    "steer": "steering.hooks",
-    "Steering": "steering.hooks",
+    "steer": "steering.steer_hooks",
+    "Steering": "steering.steer_hooks",
     # generation
     "generate": "steering.generation",
     "Generation": "steering.generation",

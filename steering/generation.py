@@ -22,10 +22,10 @@ import torch
 from torch import Tensor
 
 from sae import KVCache, model_device
-from steering.hooks import Steering
 from steering.interventions import SteeringError, as_interventions
 from steering.positions import PositionTracker, generation_header_ids, last_occurrence, tracker_for
 from steering.rendering import Prompt, pad_left, render
+from steering.steer_hooks import Steering
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge

@@ -1,6 +1,6 @@
 """Which sequence positions a hook call covers, during the prompt and KV-cached decode steps.
 
-Steering hooks (`steering.hooks`) and activation capture (`steering.capture`) share it.
+Steering hooks (`steering.steer_hooks`) and activation capture (`steering.capture`) share it.
 With the KV cache on, the prompt is one call over [B, P, d] and every later decode step is a
 call over [B, 1, d]. A hook that slices `x[:, prompt_len:]` steers nothing on those steps (the
 classic "steers only the prompt" bug). So a `PositionTracker` per model knows, for each forward,

@@ -28,10 +28,10 @@ from steering.capture import (
     open_feature_db,
     prompt_set_activations,
 )
-from steering.hooks import Steering
 from steering.interventions import Clamp, FeatureSteering, SteeringError
 from steering.positions import tracker_for
 from steering.rendering import Prompt, pad_left, render
+from steering.steer_hooks import Steering
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge

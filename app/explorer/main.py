@@ -19,7 +19,7 @@ ROOT = HERE.parents[1]
 if str(ROOT) not in sys.path:  # `streamlit run` puts only this folder on sys.path
     sys.path.insert(0, str(ROOT))
 
-from app.explorer import data  # noqa: E402
+from app.explorer import resources  # noqa: E402
 
 st.set_page_config(page_title="saekit explorer", page_icon="🔎", layout="wide")
 PAGES = [
@@ -29,5 +29,5 @@ PAGES = [
     st.Page(str(HERE / "views" / "steer.py"), title="Steering", icon=":material/explore:", url_path="steer"),
 ]
 page = st.navigation(PAGES)
-data.sidebar()
+resources.sidebar()
 page.run()

@@ -69,7 +69,12 @@ def write_feature_db(
             con.execute("PRAGMA journal_mode=OFF")
             con.execute("PRAGMA synchronous=OFF")
             con.executescript(schema.TABLES)
-            _write_all(con, acc, intervals, dec_norm, lens, neighbours, cooc, vocab)
+            # the tables in the order the single writer always used, so row ids stay as before
+            _write_features(con, acc, dec_norm, lens)
+            _write_examples(con, acc, intervals, vocab)
+            _write_intervals(con, acc, intervals)
+            _write_decoder_tables(con, acc.d_sae, lens, neighbours, cooc)
+            con.executemany("INSERT INTO vocab VALUES (?, ?)", enumerate(vocab))
             con.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
             con.executescript(schema.INDEXES)
             con.execute("INSERT INTO meta VALUES ('complete', 'true')")
@@ -80,23 +85,16 @@ def write_feature_db(
     return atomic_write_with(out_path, build)
 
 
-def _write_all(
+def _write_decoder_tables(
     con: sqlite3.Connection,
-    acc: FeatureAccumulator,
-    intervals: Intervals,
-    dec_norm: torch.Tensor,
+    F: int,
     lens: LogitLens | None,
     neighbours: tuple[torch.Tensor, torch.Tensor],
     cooc: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
-    vocab: Sequence[str],
 ) -> None:
-    """Every table but `meta`, inserted in the order they always were, so row ids stay as before."""
-    _write_features(con, acc, dec_norm, lens)
-    _write_examples(con, acc, intervals, vocab)
-    _write_intervals(con, acc, intervals)
+    """Logit lens, decoder neighbours and co-occurrence rankings."""
     if lens is not None:
-        con.executemany("INSERT INTO logits VALUES (?,?,?,?)", _logit_rows(lens, acc.d_sae))
-    F = acc.d_sae
+        con.executemany("INSERT INTO logits VALUES (?,?,?,?)", _logit_rows(lens, F))
     nb_ids, nb_cos = (t.numpy() for t in neighbours)
     con.executemany(
         "INSERT INTO neighbours VALUES (?,?,?,?)",
@@ -109,7 +107,6 @@ def _write_all(
             ((f, r + 1, int(o[f, r]), int(b[f, r]), float(j[f, r]))
              for f in range(F) for r in range(o.shape[1]) if o[f, r] >= 0),
         )
-    con.executemany("INSERT INTO vocab VALUES (?, ?)", enumerate(vocab))
 
 
 def _write_features(con: sqlite3.Connection, acc: FeatureAccumulator, dec_norm: torch.Tensor,

@@ -11,7 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import sae
-from app.explorer import data
+from app.explorer import resources
 from sae.features.demo_db import build_demo_db, random_sae
 
 MAIN = str(Path(__file__).resolve().parents[2] / "app" / "explorer" / "main.py")
@@ -22,7 +22,7 @@ PAGES = ["views/features.py", "views/feature.py", "views/live.py", "views/steer.
 def demo(model, tmp_path_factory):
     out = tmp_path_factory.mktemp("explorer")
     db_path, sae_dir = build_demo_db(out, model, d_sae=256, layer=2, n_tokens=1024, context_size=64)
-    data.preload(model=model)  # the pages would load the same model by name; reuse the session's
+    resources.preload(model=model)  # the pages would load the same model by name; reuse the session's
     return db_path, sae_dir
 
 
@@ -200,7 +200,7 @@ def test_mismatched_or_missing_sae(demo, tmp_path, monkeypatch, page):
 
     tiny = types.SimpleNamespace(hook_dict={}, cfg=types.SimpleNamespace(n_layers=2, d_model=64),
                                  parameters=lambda: iter([torch.zeros(1)]))
-    data.preload(model=tiny, model_name="tiny-other-model")
+    resources.preload(model=tiny, model_name="tiny-other-model")
     other_model = tmp_path / "other_model.sqlite"
     other_model.write_bytes(demo[0].read_bytes())
     con = sqlite3.connect(other_model)

@@ -10,9 +10,9 @@ import steering
 from sae.features.demo_db import build_demo_db
 from steering import Clamp, FeatureSteering, SteeringError
 from steering.capture import hook_activations
-from steering.hooks import prepare
 from steering.rendering import render
 from steering.search import _lens_top_ids
+from steering.steer_hooks import prepare
 from tests.steering.conftest import HOOK, make_sae
 
 LATE_HOOK = "blocks.27.hook_resid_post"

@@ -9,10 +9,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app.explorer import data, render
+from app.explorer import render, resources
 
-db = data.require_db()
-i = data.feature_param(db)
+db = resources.require_db()
+i = resources.feature_param(db)
 
 nav = st.columns([1, 1, 3, 7], vertical_alignment="center")
 if nav[0].button("◀", help="previous feature", disabled=i == 0, key="prev"):

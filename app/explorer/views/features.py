@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app.explorer import data, render
+from app.explorer import render, resources
 
-db = data.require_db()
+db = resources.require_db()
 if "feature" in st.query_params:  # `/?feature=123` deep links land on the feature page
     st.switch_page("views/feature.py", query_params={"feature": st.query_params["feature"]})
 

@@ -10,12 +10,12 @@ import pandas as pd
 import streamlit as st
 
 import sae
-from app.explorer import data, render
+from app.explorer import render, resources
 
-db = data.require_db()
-i = data.feature_param(db)
+db = resources.require_db()
+i = resources.feature_param(db)
 st.title("Live text")
-model, sae_obj = data.require_model_and_sae(db)
+model, sae_obj = resources.require_model_and_sae(db)
 
 text = st.text_area("Text", value="The Eiffel Tower is in Paris, the capital of France.",
                     height=110, key="live_text")

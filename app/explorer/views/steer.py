@@ -10,14 +10,14 @@ from __future__ import annotations
 import streamlit as st
 
 import steering
-from app.explorer import data
+from app.explorer import resources
 
 METHODS = ["clamp", "add", "scale", "ablate"]
 
-db = data.require_db()
-first = data.feature_param(db)
+db = resources.require_db()
+first = resources.feature_param(db)
 st.title("Steering playground")
-model, sae_obj = data.require_model_and_sae(db)
+model, sae_obj = resources.require_model_and_sae(db)
 
 prompt = st.text_area("Prompt", value="Tell me about your weekend.", height=80, key="steer_prompt")
 n_rows = int(st.number_input("Features to steer", min_value=1, max_value=6, value=1, step=1, key="n_rows"))
