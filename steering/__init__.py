@@ -68,6 +68,17 @@ _EXPORTS: dict[str, str] = {
     "best_condition": "steering.summary",
     "NoEffect": "steering.summary",
     "format_summary": "steering.summary",
+    # sycophancy: forced choice, free-text agreement, intervals
+    "load_items": "steering.forced_choice",
+    "agreement_probability": "steering.forced_choice",
+    "letter_logprobs": "steering.forced_choice",
+    "ForcedChoiceError": "steering.forced_choice",
+    "score_reply": "steering.agreement",
+    "agreement_rates": "steering.agreement",
+    "ReplyScore": "steering.agreement",
+    "bootstrap_interval": "steering.bootstrap",
+    "paired_difference_interval": "steering.bootstrap",
+    "Interval": "steering.bootstrap",
 }
 
 __all__ = sorted([*_EXPORTS, "prompts"])
