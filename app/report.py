@@ -13,7 +13,7 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from sae import atomic_write_text, atomic_write_with
+from sae import atomic_write_text, save_figure
 
 
 def _fmt(x: Any, spec: str = ".3f") -> str:
@@ -26,19 +26,6 @@ def _fmt(x: Any, spec: str = ".3f") -> str:
 
 def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x" if a is not None and b else "-"
-
-
-def save_figure(fig: go.Figure, stem: Path) -> list[Path]:
-    """HTML always; PNG when the static-image engine is available (it needs a browser)."""
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_suffix(".html")]
-    atomic_write_with(paths[0], lambda tmp: fig.write_html(tmp, include_plotlyjs="cdn"))
-    try:
-        atomic_write_with(stem.with_suffix(".png"), lambda tmp: fig.write_image(tmp, width=900, height=500))
-        paths.append(stem.with_suffix(".png"))
-    except Exception:  # kaleido needs Chrome; the HTML carries the same figure
-        pass
-    return paths
 
 
 def training_curves(metrics_jsonl: Path) -> go.Figure | None:
@@ -140,7 +127,7 @@ def write_report(root: Path, stages: dict[str, dict[str, Any]], *, headline: str
     metrics = next(iter(sorted(sae_dir.glob("**/metrics.jsonl"))), None)
     curves = training_curves(metrics) if metrics else None
     if curves is not None:
-        fig_paths["training"] = save_figure(curves, figs_dir / "training_curves")
+        fig_paths["training"] = [Path(p) for p in save_figure(curves, figs_dir / "training_curves").values()]
 
     def rel(paths: list[Path] | list[str]) -> list[str]:
         return [str(Path(p).resolve().relative_to(root.resolve())) for p in paths if Path(p).exists()]

@@ -4,7 +4,7 @@
 `DistInfo`); `release` leaves it again when this process created it.
 
 Caching: rank ``r`` computes shards ``r, r + world, ...`` and rank 0 writes the manifest after a
-`barrier` (see `sae.cache`).
+`barrier` (see `sae.activation_cache`).
 
 Training: every rank reads the same global batch from the activation stream and trains on its own
 contiguous slice of it; gradients are averaged with one all-reduce per SAE before clipping and

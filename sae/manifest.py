@@ -1,6 +1,6 @@
 """`CacheManifest`: an activation cache's `manifest.json`, parsed once into a typed object.
 
-The file format (every field, and how `sae.cache` writes it) is described in `sae.shards`;
+The file format (every field, and how `sae.activation_cache` writes it) is described in `sae.shards`;
 `sae.shards.read_manifest` returns the raw dict for code that rewrites it. Everything that only
 reads a cache's facts (the store, `saekit train --cache`, `sae.train`, evaluation) goes through
 `CacheManifest.read`, so one parser decides what each field means.

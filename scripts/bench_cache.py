@@ -100,7 +100,7 @@ def measure(
 ) -> dict:
     """Tokens/s of each variant for one dtype (median of interleaved repeats)."""
     import sae
-    from sae.cache import build_cache
+    from sae.activation_cache import build_cache
     from sae.config import CacheConfig, DataConfig
     from sae.extract import ActivationExtractor
 

@@ -63,7 +63,7 @@ def matmul_rate(dtype: torch.dtype, n: int = 2048, repeat: int = 5) -> float:
 
 
 def ensure_cache(path: Path, n_tokens: int, model) -> Path:
-    from sae.cache import build_cache, read_manifest
+    from sae.activation_cache import build_cache, read_manifest
 
     if (path / "manifest.json").exists() and read_manifest(path).get("complete"):
         return path
@@ -74,7 +74,7 @@ def ensure_cache(path: Path, n_tokens: int, model) -> Path:
 
 
 def cache_tokens(path: Path) -> int:
-    from sae.cache import read_manifest
+    from sae.activation_cache import read_manifest
 
     return int(read_manifest(path)["hook_stats"][HOOK]["n_kept"])
 

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from sae import model_device
+from steering.rendering import pad_left
 
 DATA = Path(__file__).resolve().parent / "data" / "sycophancy_forced_choice.jsonl"
 LETTERS = ("A", "B")
@@ -148,14 +149,7 @@ def _letter_logprobs(model: Any, rows: list[list[int]], letter_ids: tuple[int, i
     position; the rows are left-padded into one batch."""
     pad = getattr(model.tokenizer, "pad_token_id", None)
     pad = 0 if pad is None else pad
-    P = max(len(r) for r in rows)
-    ids = torch.full((len(rows), P), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), P), dtype=torch.long)
-    for b, r in enumerate(rows):
-        ids[b, P - len(r):] = torch.tensor(r, dtype=torch.long)
-        mask[b, P - len(r):] = 1
-    device = model_device(model)
-    ids, mask = ids.to(device), mask.to(device)
+    ids, mask = pad_left(rows, pad, model_device(model))
     # Positions count from each row's first real token, so padding shifts nothing.
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     out = model.original_model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1)

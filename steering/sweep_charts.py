@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
-from sae import atomic_write_with
-
-log = logging.getLogger(__name__)
+from sae import save_figure
 
 
 def sweep_figure(summary: dict[str, Any]) -> Any:
@@ -60,14 +57,5 @@ def sweep_figure(summary: dict[str, Any]) -> Any:
 
 def plot_sweep(summary: dict[str, Any], out_dir: str | Path, *, png: bool = True) -> list[Path]:
     """Write `sweep_figure(summary)` as sweep.html (+ sweep.png)."""
-    out = Path(out_dir)
-    fig = sweep_figure(summary)
-    paths = [out / "sweep.html"]
-    atomic_write_with(paths[0], lambda tmp: fig.write_html(tmp, include_plotlyjs=True))
-    if png:
-        try:
-            atomic_write_with(out / "sweep.png", fig.write_image)
-            paths.append(out / "sweep.png")
-        except Exception as e:  # noqa: BLE001  (no browser for kaleido: keep the HTML, say why)
-            log.warning("could not write sweep.png (%s); the HTML chart is there", e)
-    return paths
+    files = save_figure(sweep_figure(summary), Path(out_dir) / "sweep", png=png, width=700, height=500)
+    return [Path(p) for p in files.values()]

@@ -22,8 +22,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save, save_file
 
 import sae
+import sae.activation_cache as sae_cache
 import sae.atomic_io as atomic_io
-import sae.cache as sae_cache
 import sae.model as sae_model
 from app.cli import main
 

@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import sae
-    from sae.config import FeaturesConfig, apply_overrides, from_dict, load_config, to_dict
+    from sae import FeaturesConfig, apply_overrides, from_dict, load_config, to_dict
 
     sae_dir = Path(args.sae)
     if not sae_dir.exists():

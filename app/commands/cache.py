@@ -41,8 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_config(args: argparse.Namespace):  # -> CacheConfig
-    from sae.config import CacheConfig, apply_overrides, from_dict, load_config, to_dict
-    from sae.model import resid_hook
+    from sae import CacheConfig, apply_overrides, from_dict, load_config, resid_hook, to_dict
 
     data = to_dict(load_config(CacheConfig, args.config))
     hooks = [resid_hook(layer) for layer in args.layer] + list(args.hook)

@@ -13,7 +13,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sae.embedded import embedded_model_dir
+    from sae import embedded_model_dir
 
     print(f"embedded model ready at {embedded_model_dir()}")
     return 0

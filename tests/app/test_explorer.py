@@ -15,7 +15,7 @@ from app.explorer import resources
 from sae.features.demo_db import build_demo_db, random_sae
 
 MAIN = str(Path(__file__).resolve().parents[2] / "app" / "explorer" / "main.py")
-PAGES = ["views/features.py", "views/feature.py", "views/live.py", "views/steer.py"]
+PAGES = ["views/features.py", "views/feature.py", "views/live.py", "views/playground.py"]
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +129,7 @@ def test_live_text(demo, monkeypatch):
 
 
 def test_steering_playground(demo, monkeypatch):
-    at = _app(demo[0], monkeypatch, "views/steer.py", feature=5)
+    at = _app(demo[0], monkeypatch, "views/playground.py", feature=5)
     _ok(at)
     at.slider(key="max_new").set_value(8)
     at.number_input(key="s0").set_value(20.0)
@@ -171,7 +171,7 @@ def test_no_database_chosen(monkeypatch):
     assert "No feature database chosen" in at.error[0].value
 
 
-@pytest.mark.parametrize("page", ["views/live.py", "views/steer.py"])
+@pytest.mark.parametrize("page", ["views/live.py", "views/playground.py"])
 def test_mismatched_or_missing_sae(demo, tmp_path, monkeypatch, page):
     other = sae.save_sae(random_sae(seed=1), tmp_path / "other_sae")  # same shape, other weights
     swapped = tmp_path / "swapped.sqlite"

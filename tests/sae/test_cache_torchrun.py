@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sae.cache import build_cache, read_manifest, verify_cache
+from sae.activation_cache import build_cache, read_manifest, verify_cache
 from sae.config import CacheConfig, DataConfig, to_dict
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,7 +24,7 @@ WORKER = textwrap.dedent(
     import json, sys
     import torch
     torch.set_num_threads(1)  # two processes on two cores
-    from sae.cache import build_cache
+    from sae.activation_cache import build_cache
     from sae.config import CacheConfig, from_dict
     build_cache(from_dict(CacheConfig, json.load(open(sys.argv[1]))), progress=False)
     """

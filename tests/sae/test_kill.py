@@ -1,7 +1,7 @@
 """Real crashes: `saekit cache` and `saekit train` SIGKILLed mid-write, then resumed by re-running
 the same command, end where an uninterrupted run ends (same shard sha256s, same weights bit for bit).
 
-An exception raised inside the process (tests/sae/test_cache.py, test_trainer.py) lets the write in
+An exception raised inside the process (tests/sae/test_activation_cache.py, test_trainer.py) lets the write in
 flight finish or clean up; SIGKILL does not. To kill at a known point rather than by luck, the
 child runs with SAEKIT_TEST_PAUSE_IN_WRITE (see `sae.atomic_io`): the write of a matching path
 stops half-way, prints a marker and sleeps, and the test kills it there.
@@ -22,8 +22,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from sae.activation_cache import CacheError, read_manifest, verify_cache
 from sae.atomic_io import PAUSE_ENV, PAUSE_MARKER
-from sae.cache import CacheError, read_manifest, verify_cache
 from sae.checkpoint import load_sae
 from sae.store import ActivationStore
 from sae.training.resume import latest_checkpoint, read_checkpoint

@@ -187,7 +187,7 @@ def test_hook_choice(tmp_path: Path) -> None:
 
 
 def test_from_model_matches_the_cache(model, tmp_path: Path) -> None:
-    from sae.cache import build_cache
+    from sae.activation_cache import build_cache
 
     corpus = Path(__file__).resolve().parents[1] / "data" / "tiny_corpus.jsonl"
     data = DataConfig(source=str(corpus), context_size=32)

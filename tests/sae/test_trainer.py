@@ -231,7 +231,7 @@ def test_cli_config_precedence(tmp_path: Path) -> None:
 def test_cli_trains_on_a_real_cache_and_folds_normalisation(model, tmp_path: Path) -> None:
     """`saekit train` end to end: hook and d_in from the cache, output works on RAW activations."""
     from app.cli import main
-    from sae.cache import build_cache
+    from sae.activation_cache import build_cache
     from sae.config import CacheConfig, DataConfig, StoreConfig
     from sae.store import ActivationStore
 

@@ -40,7 +40,7 @@ if f.dead:
                "no examples; its logit lens and neighbours are still shown.")
 links = st.columns(4)
 links[0].page_link("views/live.py", label="Try it on your text", icon=":material/keyboard:", query_params={"feature": i})
-links[1].page_link("views/steer.py", label="Steer with it", icon=":material/explore:", query_params={"feature": i})
+links[1].page_link("views/playground.py", label="Steer with it", icon=":material/explore:", query_params={"feature": i})
 
 left, right = st.columns([3, 2], gap="large")
 with left:

@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 import sae
 import sae.atomic_io as atomic_io
 import sae.shards as shards
+from sae.activation_cache import CacheError, build_cache, read_manifest, verify_cache
 from sae.atomic_io import DiskFullError
-from sae.cache import CacheError, build_cache, read_manifest, verify_cache
 from sae.config import CacheConfig, DataConfig
 from sae.data import token_rows
 from sae.extract import ActivationExtractor
@@ -211,7 +211,7 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, model, corpus, ref
             raise RuntimeError("killed")  # the process dies before shard 2 reaches the disk
         return real(out_dir, index, tensors, info)
 
-    monkeypatch.setattr("sae.cache.write_shard", dying)
+    monkeypatch.setattr("sae.activation_cache.write_shard", dying)
     with pytest.raises(RuntimeError, match="killed"):
         build_cache(config(out, corpus), model=model, progress=False)
     partial = read_manifest(out)
@@ -317,7 +317,7 @@ def test_missing_cache_and_bad_dtype(tmp_path, corpus) -> None:
 def test_cli_cache_and_verify(tmp_path, model, corpus, ref_cache, monkeypatch, capsys) -> None:
     from app.cli import main
 
-    monkeypatch.setattr("sae.cache.load_model", lambda *a, **k: model)
+    monkeypatch.setattr("sae.activation_cache.load_model", lambda *a, **k: model)
     out = tmp_path / "cli"
     argv = [
         "cache", "--hook", HOOKS[0], "--hook", HOOKS[1], "--tokens", str(ROWS * T), "--out", str(out),

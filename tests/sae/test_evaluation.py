@@ -208,7 +208,7 @@ def test_activations_from_model_and_cli(model, tmp_path, monkeypatch) -> None:
 
 def test_activations_from_cache(model, tmp_path) -> None:
     """With a cache: its tail, raw (unnormalised); the CE text starts after the cached rows."""
-    from sae.cache import build_cache
+    from sae.activation_cache import build_cache
     from sae.config import CacheConfig
     from sae.splice import _rows_used_by_cache
 
