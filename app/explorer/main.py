@@ -26,7 +26,7 @@ PAGES = [
     st.Page(str(HERE / "views" / "features.py"), title="Features", icon=":material/list:", default=True),
     st.Page(str(HERE / "views" / "feature.py"), title="Feature", icon=":material/search:", url_path="feature"),
     st.Page(str(HERE / "views" / "live.py"), title="Live text", icon=":material/keyboard:", url_path="live"),
-    st.Page(str(HERE / "views" / "playground.py"), title="Steering", icon=":material/explore:", url_path="steer"),
+    st.Page(str(HERE / "views" / "playground.py"), title="Steering", icon=":material/explore:", url_path="playground"),
 ]
 page = st.navigation(PAGES)
 resources.sidebar()
