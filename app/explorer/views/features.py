@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 from app.explorer import render, resources
+
+
+def show_hits(hits: list, found: str, none: str, label: Callable[[Any], str]) -> None:
+    """A heading and links to the first 20 hits' feature pages."""
+    st.markdown(f"**{len(hits)} {found}**" if hits else none)
+    for h in hits[:20]:
+        st.page_link("views/feature.py", label=label(h), query_params={"feature": h.feature})
+
 
 db = resources.require_db()
 if "feature" in st.query_params:  # `/?feature=123` deep links land on the feature page
@@ -48,18 +58,14 @@ search_logit, search_text = st.columns(2)
 token = search_logit.text_input("Search by logit token", placeholder="e.g.  Paris", key="q_logit",
                                 help="latents whose logit lens promotes this token (exact, then ignoring case/spaces)")
 text = search_text.text_input("Search by text in examples", placeholder="e.g. def __init__", key="q_text")
+
+
 if token:
-    hits = db.search_logit(token)
-    st.markdown(f"**{len(hits)} latents promote {token!r}**" if hits else f"No latent has {token!r} among its top logits.")
-    for h in hits[:20]:
-        st.page_link("views/feature.py", label=f"#{h.feature}: {h.token!r} logit {h.value:.2f} (rank {h.rank})",
-                     query_params={"feature": h.feature})
+    show_hits(db.search_logit(token), f"latents promote {token!r}", f"No latent has {token!r} among its top logits.",
+              lambda h: f"#{h.feature}: {h.token!r} logit {h.value:.2f} (rank {h.rank})")
 if text:
-    hits = db.search_text(text)
-    st.markdown(f"**{len(hits)} latents have {text!r} in their examples**" if hits else f"No stored example contains {text!r}.")
-    for h in hits[:20]:
-        st.page_link("views/feature.py", label=f"#{h.feature} ({h.act:.3g}): {h.text.strip()[:80]!r}",
-                     query_params={"feature": h.feature})
+    show_hits(db.search_text(text), f"latents have {text!r} in their examples", f"No stored example contains {text!r}.",
+              lambda h: f"#{h.feature} ({h.act:.3g}): {h.text.strip()[:80]!r}")
 
 with st.expander("Filter and sort", expanded=True):
     c = st.columns(4)
