@@ -172,7 +172,7 @@ class Demo:
         cache, which holds fewer tokens than asked when the corpus runs out."""
         cached = self.cfg.cache_tokens
         if (self.acts_dir / "manifest.json").exists():
-            cached = min(cached, int(sae.read_manifest(self.acts_dir).get("n_tokens") or cached))
+            cached = min(cached, sae.CacheManifest.read(self.acts_dir).n_tokens or cached)
         return min(self.cfg.eval_tokens, cached // 10)
 
     def stage_cache(self) -> dict[str, Any]:
@@ -184,8 +184,8 @@ class Demo:
             seed=self.cfg.seed,
         )
         sae.build_cache(cfg, model=self.model)
-        manifest = sae.read_manifest(self.acts_dir)
-        return {"tokens": manifest.get("n_tokens"), "hooks": manifest.get("hooks")}
+        manifest = sae.CacheManifest.read(self.acts_dir)
+        return {"tokens": manifest.n_tokens, "hooks": list(manifest.hooks)}
 
     def stage_train(self) -> dict[str, Any]:
         sae_cfg = SAEConfig(architecture="topk", d_in=int(self.model.cfg.d_model), d_sae=self.cfg.d_sae,

@@ -90,9 +90,9 @@ def _batches(cfg: FeaturesConfig, model: Any, hook: str, rows: Iterable[Tensor] 
 
     context = cfg.data.context_size
     if cfg.cache_dir is not None and rows is None:
-        from sae.shards import read_manifest
+        from sae.manifest import CacheManifest
 
-        context = int(read_manifest(cfg.cache_dir)["context_size"])
+        context = CacheManifest.read(cfg.cache_dir).context_size or context
     n_rows = max(1, math.ceil(cfg.n_tokens / context))
     filt = sae_lib.to_dict(cfg.token_filter)
     if rows is not None:

@@ -95,17 +95,18 @@ def cache_batches(
     """Replay an activation cache's shards in row order (their sizes are checked, not their sha256)."""
     from safetensors.torch import load_file
 
-    from sae.shards import acts_key, check_shard, keep_key, read_manifest
+    from sae.manifest import CacheManifest
+    from sae.shards import acts_key, check_shard, keep_key
 
     d = Path(cache_dir)
-    manifest = read_manifest(d)
-    if hook not in manifest.get("hooks", []):
+    manifest = CacheManifest.read(d)
+    if hook not in manifest.hooks:
         raise ValueError(
-            f"the activation cache at {d} has hooks {manifest.get('hooks')} but the SAE reads {hook}; "
+            f"the activation cache at {d} has hooks {list(manifest.hooks)} but the SAE reads {hook}; "
             f"cache that hook (`saekit cache --hooks {hook}`) or run without --cache"
         )
     taken = 0
-    for entry in sorted(manifest["shards"], key=lambda e: e["index"]):
+    for entry in sorted(manifest.shards, key=lambda e: e["index"]):
         if taken >= n_rows:
             return
         t0 = time.perf_counter()
