@@ -79,6 +79,10 @@ _EXPORTS: dict[str, str] = {
     "bootstrap_interval": "steering.bootstrap",
     "paired_difference_interval": "steering.bootstrap",
     "Interval": "steering.bootstrap",
+    # concepts to steer towards (steering.concepts also holds the benchmark's prompt sets)
+    "Concept": "steering.concepts",
+    "CONCEPTS": "steering.concepts",
+    "get_concept": "steering.concepts",
 }
 
 __all__ = sorted([*_EXPORTS, "prompts"])
