@@ -11,7 +11,9 @@ Per generation (`measure`):
 - distinct-2 over model token ids, not whitespace words: `薦藅藛藗藛藛藛藛` is one word, so its
   word bigrams are all distinct, but its token bigrams repeat;
 - repeat run: the longest stretch of tokens that copy the token p places back (p <= 8), i.e.
-  the same token or short n-gram repeated in a row.
+  the same token or short n-gram repeated in a row;
+- foreign-script share: the share of letters written in a script the prompt does not use (a CJK
+  run in an English reply), by the first word of each letter's Unicode name (LATIN, CJK, ...).
 
 Over the set: each per-generation check may fail on at most `max_bad_share` of the
 generations (a small model's greedy text loops on the odd prompt), and the median text
@@ -24,8 +26,10 @@ from __future__ import annotations
 import math
 import re
 import statistics
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from sae import versions_line
@@ -51,6 +55,9 @@ class GateConfig:
     min_text_ppl: float = 1.5
     max_text_ppl: float = 100.0
     min_tokens: int = 4  # distinct-2 and repeat runs of shorter replies say nothing
+    # Share of letters outside the prompt's scripts. Unsteered English replies score 0.0; one
+    # quoted foreign word in a reply stays under 0.05, a CJK run scores up to 1.0.
+    max_foreign_script_share: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,7 @@ class SampleFluency:
     distinct_2: float  # over token ids
     repeat_run: int
     text_perplexity: float | None = None
+    foreign_script_share: float = 0.0  # letters outside the prompt's scripts (see `foreign_script_share`)
 
     @property
     def words_per_token(self) -> float:
@@ -104,11 +112,38 @@ def repeat_run(ids: Sequence[int], max_period: int = 8) -> int:
     return best
 
 
-def measure(text: str, ids: Sequence[int], text_perplexity: float | None = None) -> SampleFluency:
-    """The gate's per-generation measures from the decoded text and its token ids."""
+@lru_cache(maxsize=4096)
+def script_of(ch: str) -> str:
+    """A letter's script as the first word of its Unicode name (LATIN, CYRILLIC, CJK, HANGUL...):
+    coarse, but needs no table and tells an English reply from a run of ideographs."""
+    name = unicodedata.name(ch, "")
+    return name.split(" ", 1)[0] if name else "UNKNOWN"
+
+
+def scripts(text: str) -> set[str]:
+    """The scripts of the letters in `text`."""
+    return {script_of(ch) for ch in text if ch.isalpha()}
+
+
+def foreign_script_share(text: str, prompt: str | None = None) -> float:
+    """Share of the letters of `text` written in a script the prompt's letters do not use (0.0
+    when `text` has no letters). Without a prompt, or one without letters, the allowed script is
+    Latin: the toolkit's prompts are English."""
+    allowed = scripts(prompt or "") or {"LATIN"}
+    letters = [ch for ch in text if ch.isalpha()]
+    if not letters:
+        return 0.0
+    return sum(script_of(ch) not in allowed for ch in letters) / len(letters)
+
+
+def measure(text: str, ids: Sequence[int], text_perplexity: float | None = None, *,
+            prompt: str | None = None) -> SampleFluency:
+    """The gate's per-generation measures from the decoded text and its token ids; `prompt` (its
+    text) sets the scripts a reply may use (default: Latin)."""
     ppl = None if text_perplexity is None or math.isnan(text_perplexity) else float(text_perplexity)
     return SampleFluency(n_tokens=len(ids), words=count_words(text), distinct_2=distinct_n(list(ids), 2),
-                         repeat_run=repeat_run(ids), text_perplexity=ppl)
+                         repeat_run=repeat_run(ids), text_perplexity=ppl,
+                         foreign_script_share=foreign_script_share(text, prompt))
 
 
 def problems(s: SampleFluency, cfg: GateConfig) -> list[str]:
@@ -121,6 +156,8 @@ def problems(s: SampleFluency, cfg: GateConfig) -> list[str]:
             out.append("distinct_2")
         if s.repeat_run > cfg.max_repeat_run:
             out.append("repeat_run")
+    if s.foreign_script_share > cfg.max_foreign_script_share:
+        out.append("foreign_script_share")
     return out
 
 
@@ -133,6 +170,7 @@ _NEEDS = {
     "words_per_token": "have too few words ({v:.2f} words per token; fluent text >= {t})",
     "distinct_2": "repeat their token bigrams (distinct-2 over tokens {v:.2f}; needs >= {t})",
     "repeat_run": "repeat a token or short n-gram in a row ({v:.0f} tokens; at most {t})",
+    "foreign_script_share": "switch script ({v:.0%} of letters outside the prompt's scripts; at most {t:.0%})",
 }
 
 
@@ -143,13 +181,14 @@ def judge(samples: Sequence[SampleFluency], cfg: GateConfig | None = None) -> Ve
         return Verdict(False, 0, {}, ["no generations to judge"])
     n = len(samples)
     fails = [problems(s, cfg) for s in samples]
-    typical = {  # what the reasons quote: the median, or the longest run
+    typical = {  # what the reasons quote: the median, or the worst (longest run, most foreign)
         "words_per_token": statistics.median(s.words_per_token for s in samples),
         "distinct_2": statistics.median(s.distinct_2 for s in samples),
         "repeat_run": float(max(s.repeat_run for s in samples)),
+        "foreign_script_share": max(s.foreign_script_share for s in samples),
     }
     limits = {"words_per_token": cfg.min_words_per_token, "distinct_2": cfg.min_distinct_2,
-              "repeat_run": cfg.max_repeat_run}
+              "repeat_run": cfg.max_repeat_run, "foreign_script_share": cfg.max_foreign_script_share}
     values: dict[str, float | None] = {}
     reasons = []
     for name, v in typical.items():
