@@ -60,6 +60,10 @@ _EXPORTS: dict[str, str] = {
     "judge": "steering.fluency",
     "measure": "steering.fluency",
     "DegenerateTextError": "steering.fluency",
+    # per-reply scores: concept, fluency, relevance, combined
+    "ReplyQuality": "steering.reply_quality",
+    "score_replies": "steering.reply_quality",
+    "harmonic_mean": "steering.reply_quality",
     # experiments
     "SweepConfig": "steering.experiments",
     "run_sweep": "steering.experiments",
