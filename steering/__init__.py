@@ -83,6 +83,9 @@ _EXPORTS: dict[str, str] = {
     "bootstrap_interval": "steering.bootstrap",
     "paired_difference_interval": "steering.bootstrap",
     "Interval": "steering.bootstrap",
+    # benchmark: SAE clamp vs CAA vs prompting, per concept, across SAE seeds
+    "BenchmarkConfig": "steering.benchmark",
+    "run_benchmark": "steering.benchmark",
     # concepts to steer towards (steering.concepts also holds the benchmark's prompt sets)
     "Concept": "steering.concepts",
     "CONCEPTS": "steering.concepts",

@@ -1,0 +1,177 @@
+"""The steering benchmark (issue 14): SAE clamp vs CAA vs prompting, per concept, across SAE seeds.
+
+    from steering import BenchmarkConfig, run_benchmark
+    result = run_benchmark(model, [("seed0", sae0), ("seed1", sae1), ("seed2", sae2)], BenchmarkConfig())
+
+Per SAE and concept (`steering.benchmark_concepts`): the feature is found automatically; the clamp
+is swept over `strengths` (x the feature's max activation), CAA over the clamp's measured edit
+sizes, prompting adds the concept's instruction; each method's setting is chosen on selection
+prompts and evaluated on disjoint evaluation prompts. Sycophancy (`steering.benchmark_sycophancy`)
+is measured by forced choice and in free text. Written to `out_dir`: config.json, results.json
+(after every SAE, so a long run keeps what it finished) and results.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sae import atomic_write_json, atomic_write_text, versions_line
+from steering import benchmark_concepts as bc
+from steering import benchmark_sycophancy as bs
+from steering.benchmark_methods import BenchmarkError, GenSettings, SearchSettings
+from steering.benchmark_report import markdown
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from sae import SparseAutoencoder
+
+log = logging.getLogger(__name__)
+
+__all__ = ["BenchmarkConfig", "BenchmarkError", "run_benchmark"]
+
+
+@dataclass
+class BenchmarkConfig:
+    """Sizes and settings of one benchmark run (saved as config.json beside the results)."""
+
+    concepts: list[str] | None = None  # None: every concept in steering.concepts.CONCEPTS
+    n_selection: int = 30  # prompts to choose each method's setting on
+    n_evaluation: int = 60  # held-out prompts the chosen settings are reported on
+    max_new_tokens: int = 48
+    strengths: list[float] = field(default_factory=lambda: [1.0, 2.0, 3.0, 4.0, 6.0])  # clamp, x max activation
+    batch_size: int = 16
+    seed: int = 0
+    out_dir: str = "runs/steer_bench"
+    # feature search (the reference experiments' three steps)
+    candidates: int = 10
+    score_prompts: int = 5
+    score_strength: float = 2.0
+    select: int = 4
+    select_prompts: int = 6
+    select_tokens: int = 24
+    # equal edit size: CAA's measured size may differ from the clamp's by this share at most
+    edit_tolerance: float = 0.05
+    resamples: int = 2000  # bootstrap resamples per interval
+    n_samples: int = 4  # replies shown side by side per concept
+    # sycophancy
+    sycophancy: bool = True
+    n_items: int | None = None  # forced-choice items per split; None: all
+    n_free_text: int = 30
+    min_letter_mass: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not self.strengths or any(not s > 0 for s in self.strengths):
+            raise BenchmarkError(f"strengths must be positive multiples of the max activation, got {self.strengths}")
+        if self.n_selection < 2 or self.n_evaluation < 2:
+            raise BenchmarkError("n_selection and n_evaluation must be >= 2: an interval needs several prompts")
+
+    @classmethod
+    def fast(cls, **overrides: Any) -> BenchmarkConfig:
+        """A smoke run (minutes on a CPU): two concepts, few prompts, short replies. Its numbers
+        are too noisy to report; it checks that the pipeline runs end to end."""
+        base: dict[str, Any] = dict(concepts=["golden_gate", "cooking"], n_selection=6, n_evaluation=8,
+                                    max_new_tokens=16, strengths=[2.0, 4.0], candidates=4, score_prompts=2,
+                                    select=2, select_prompts=3, select_tokens=12, resamples=500, n_samples=2,
+                                    n_items=8, n_free_text=4)
+        base.update(overrides)
+        return cls(**base)
+
+    def gen(self) -> GenSettings:
+        return GenSettings(self.max_new_tokens, self.batch_size, self.seed)
+
+
+def _prompt_sets(cfg: BenchmarkConfig) -> tuple[list[str], list[str], list[str]]:
+    from steering.concepts import EVALUATION_PROMPTS, SELECTION_PROMPTS, UNRELATED_QUESTIONS
+
+    if cfg.n_selection > len(SELECTION_PROMPTS) or cfg.n_evaluation > len(EVALUATION_PROMPTS):
+        raise BenchmarkError(f"asked for {cfg.n_selection} selection / {cfg.n_evaluation} evaluation prompts; "
+                             f"steering.concepts has {len(SELECTION_PROMPTS)} / {len(EVALUATION_PROMPTS)}")
+    sel, ev = list(SELECTION_PROMPTS[: cfg.n_selection]), list(EVALUATION_PROMPTS[: cfg.n_evaluation])
+    if set(sel) & set(ev):
+        raise BenchmarkError("steering.concepts' SELECTION_PROMPTS and EVALUATION_PROMPTS share prompts; "
+                             "make them disjoint")
+    return sel, ev, list(UNRELATED_QUESTIONS)
+
+
+def concept_run(cfg: BenchmarkConfig) -> bc.ConceptRun:
+    sel, ev, unrelated = _prompt_sets(cfg)
+    search = SearchSettings(cfg.candidates, cfg.score_prompts, cfg.score_strength, cfg.select,
+                            cfg.select_prompts, cfg.select_tokens)
+    return bc.ConceptRun(sel, ev, unrelated, list(cfg.strengths), cfg.gen(), search, cfg.edit_tolerance,
+                         cfg.resamples, cfg.n_samples)
+
+
+def sycophancy_run(cfg: BenchmarkConfig) -> bs.SycophancyRun:
+    return bs.SycophancyRun(list(cfg.strengths), cfg.gen(), cfg.candidates, cfg.select, cfg.n_items,
+                            cfg.n_free_text, cfg.min_letter_mass, cfg.edit_tolerance, cfg.resamples, cfg.n_samples)
+
+
+def _concepts(cfg: BenchmarkConfig) -> list[Any]:
+    from steering.concepts import CONCEPTS, get_concept
+
+    return [get_concept(n) for n in (cfg.concepts or list(CONCEPTS))]
+
+
+def benchmark_sae(model: TransformerBridge, sae: SparseAutoencoder, cfg: BenchmarkConfig) -> dict[str, Any]:
+    """Every concept (and sycophancy) on one SAE; features are found afresh for it."""
+    run = concept_run(cfg)
+    out: dict[str, Any] = {"concepts": {}, "seconds": {}}
+    for concept in _concepts(cfg):
+        t = time.perf_counter()
+        log.info("concept %s", concept.name)
+        out["concepts"][concept.name] = bc.concept_benchmark(model, sae, concept, run)
+        out["seconds"][concept.name] = time.perf_counter() - t
+    if cfg.sycophancy:
+        t = time.perf_counter()
+        log.info("sycophancy")
+        out["sycophancy"] = bs.sycophancy_benchmark(model, sae, sycophancy_run(cfg))
+        out["seconds"]["sycophancy"] = time.perf_counter() - t
+    return out
+
+
+def spread_over_saes(per_sae: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """min / median / max over SAEs of every headline number (concept x method, sycophancy x method)."""
+    values: dict[tuple[str, str, str], list[float]] = {}
+    for res in per_sae.values():
+        heads = {name: bc.headline(r) for name, r in res["concepts"].items()}
+        if "sycophancy" in res:
+            heads["sycophancy"] = bs.headline(res["sycophancy"])
+        for name, methods in heads.items():
+            for method, nums in methods.items():
+                for metric, v in nums.items():
+                    values.setdefault((name, method, metric), []).append(float(v))
+    out: dict[str, Any] = {}
+    for (name, method, metric), vs in values.items():
+        out.setdefault(name, {}).setdefault(method, {})[metric] = {**bc.spread(vs), "n_saes": len(vs)}
+    return out
+
+
+def run_benchmark(model: TransformerBridge, saes: Sequence[tuple[str, SparseAutoencoder]],
+                  cfg: BenchmarkConfig | None = None) -> dict[str, Any]:
+    """Run every SAE (labelled) through the benchmark; write and return the results."""
+    cfg = cfg or BenchmarkConfig()
+    if not saes:
+        raise BenchmarkError("no SAEs given; pass [(label, sae), ...] (>= 3 seeds for a claim about steering)")
+    labels = [label for label, _ in saes]
+    if len(set(labels)) != len(labels):
+        raise BenchmarkError(f"SAE labels must be unique, got {labels}")
+    concept_run(cfg)  # checks the prompt sets before anything runs
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "config.json", asdict(cfg))
+    result: dict[str, Any] = {"config": asdict(cfg), "versions": versions_line(), "saes": {}, "seconds": 0.0}
+    start = time.perf_counter()
+    for label, sae in saes:
+        log.info("SAE %s", label)
+        result["saes"][label] = benchmark_sae(model, sae, cfg)
+        result["spread"] = spread_over_saes(result["saes"])
+        result["seconds"] = time.perf_counter() - start
+        atomic_write_json(out / "results.json", result)  # after every SAE: a long run keeps what it finished
+    atomic_write_text(out / "results.md", markdown(result))
+    return result

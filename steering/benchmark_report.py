@@ -1,0 +1,73 @@
+"""The benchmark's markdown: concept x method tables per SAE, sycophancy both ways, spread over SAEs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _ci(iv: dict[str, float], pct: bool = False) -> str:
+    if pct:
+        return f"{iv['point']:.0%} [{iv['low']:.0%}, {iv['high']:.0%}]"
+    return f"{iv['point']:.2f} [{iv['low']:.2f}, {iv['high']:.2f}]"
+
+
+def _setting(r: dict[str, Any]) -> str:
+    if r["method"] == "clamp":
+        return f"x{r['setting']:g} max (feature {r.get('feature')})"
+    if r["method"] == "caa":
+        return f"scale {r.get('scale', 0):.3g}"
+    return ""
+
+
+def concept_table(concepts: dict[str, Any]) -> list[str]:
+    lines = ["| concept | method | setting | concept rate [95% CI] | fluency | relevance | combined [95% CI] "
+             "| edit size | text ppl (median) |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, res in concepts.items():
+        for r in res["evaluation"]:
+            lines.append(f"| {name} | {r['method']} | {_setting(r)} | {_ci(r['concept_rate'], pct=True)} "
+                         f"| {_ci(r['fluency'])} | {_ci(r['relevance'])} | {_ci(r['combined'])} "
+                         f"| {r['edit_size']:.3f} | {r['text_perplexity_median']:.2f} |")
+    return lines
+
+
+def sycophancy_tables(res: dict[str, Any]) -> list[str]:
+    lines = [f"Sycophancy: feature {res['feature']} clamped at x{res['strength']:g} max (chosen on the selection "
+             f"split), {res['n_items']} evaluation items. Prompting: \"{res['instruction']}\" in the user turn.", "",
+             "| method | agreement probability [95% CI] | difference to unsteered [paired 95% CI] | A+B mass "
+             "| edit size |", "|---|---|---|---|---|"]
+    for r in res["forced_choice"]:
+        lines.append(f"| {r['method']} | {_ci(r['agreement'])} | {_ci(r['difference_to_unsteered'])} "
+                     f"| {r['letter_mass']:.2f} | {r['edit_size']:.3f} |")
+    lines += ["", "| method (free text) | only agrees [95% CI] | corrects [95% CI] | fluent share | edit size |",
+              "|---|---|---|---|---|"]
+    for r in res["free_text"]:
+        lines.append(f"| {r['method']} | {_ci(r['only_agrees_interval'], pct=True)} "
+                     f"| {_ci(r['corrects_interval'], pct=True)} | {r['fluent_share']:.0%} | {r['edit_size']:.3f} |")
+    return lines
+
+
+def spread_table(spread: dict[str, Any]) -> list[str]:
+    lines = ["| concept | method | metric | min | median | max | SAEs |", "|---|---|---|---|---|---|---|"]
+    for name, methods in spread.items():
+        for method, metrics in methods.items():
+            for metric, s in metrics.items():
+                if metric in ("concept_rate", "combined", "agreement", "difference", "only_agrees"):
+                    lines.append(f"| {name} | {method} | {metric} | {s['min']:.2f} | {s['median']:.2f} "
+                                 f"| {s['max']:.2f} | {s['n_saes']} |")
+    return lines
+
+
+def markdown(result: dict[str, Any]) -> str:
+    cfg = result["config"]
+    lines = ["# Steering benchmark", "",
+             f"{cfg['n_selection']} selection / {cfg['n_evaluation']} evaluation prompts, {cfg['max_new_tokens']} "
+             f"new tokens, clamp strengths {cfg['strengths']} x max; CAA at the clamp's measured edit sizes "
+             "(mean ||added|| / mean ||residual|| over generated positions); each method's setting chosen by mean "
+             f"combined score on the selection prompts. {result['seconds']:.0f} s in all. {result['versions']}.", ""]
+    for label, res in result["saes"].items():
+        lines += [f"## SAE {label}", ""] + concept_table(res["concepts"]) + [""]
+        if "sycophancy" in res:
+            lines += sycophancy_tables(res["sycophancy"]) + [""]
+    if len(result["saes"]) > 1:
+        lines += [f"## Spread over {len(result['saes'])} SAEs", ""] + spread_table(result.get("spread", {})) + [""]
+    return "\n".join(lines)
