@@ -59,6 +59,9 @@ class BenchmarkConfig:
     edit_tolerance: float = 0.05
     resamples: int = 2000  # bootstrap resamples per interval
     n_samples: int = 4  # replies shown side by side per concept
+    # relevance compares each reply under its question with it under this many unrelated ones (None:
+    # all of steering.concepts.UNRELATED_QUESTIONS); each costs one forward per reply, the bulk of scoring
+    n_unrelated: int | None = None
     # sycophancy
     sycophancy: bool = True
     n_items: int | None = None  # forced-choice items per split; None: all
@@ -78,7 +81,7 @@ class BenchmarkConfig:
         base: dict[str, Any] = dict(concepts=["golden_gate", "cooking"], n_selection=6, n_evaluation=8,
                                     max_new_tokens=16, strengths=[2.0, 4.0], candidates=4, score_prompts=2,
                                     select=2, select_prompts=3, select_tokens=12, resamples=500, n_samples=2,
-                                    n_items=8, n_free_text=4)
+                                    n_items=8, n_free_text=4, n_unrelated=4)
         base.update(overrides)
         return cls(**base)
 
@@ -96,7 +99,7 @@ def _prompt_sets(cfg: BenchmarkConfig) -> tuple[list[str], list[str], list[str]]
     if set(sel) & set(ev):
         raise BenchmarkError("steering.concepts' SELECTION_PROMPTS and EVALUATION_PROMPTS share prompts; "
                              "make them disjoint")
-    return sel, ev, list(UNRELATED_QUESTIONS)
+    return sel, ev, list(UNRELATED_QUESTIONS[: cfg.n_unrelated])
 
 
 def concept_run(cfg: BenchmarkConfig) -> bc.ConceptRun:
