@@ -28,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument("--strengths", default=None, help="clamp strengths, x max activation, e.g. 1,2,4")
     p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--unrelated", type=int, default=None, dest="n_unrelated",
+                   help="unrelated questions per reply for the relevance score (default: all; each costs a forward)")
     p.add_argument("--no-sycophancy", action="store_true", help="skip the sycophancy measurements")
     p.add_argument("--model", default=None, help="model name (default: the one the SAE was trained on)")
     p.add_argument("--device", default=None, help="cpu | cuda | mps")
@@ -37,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _config(args: argparse.Namespace):
     from steering import BenchmarkConfig
 
-    over = {k: getattr(args, k) for k in ("n_selection", "n_evaluation", "max_new_tokens", "batch_size", "seed")
+    over = {k: getattr(args, k) for k in ("n_selection", "n_evaluation", "max_new_tokens", "batch_size", "seed", "n_unrelated")
             if getattr(args, k) is not None}
     if args.concepts:
         over["concepts"] = [c.strip() for c in args.concepts.split(",") if c.strip()]
