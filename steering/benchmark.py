@@ -49,12 +49,7 @@ class BenchmarkConfig:
     seed: int = 0
     out_dir: str = "runs/steer_bench"
     # feature search (the reference experiments' three steps)
-    candidates: int = 10
-    score_prompts: int = 5
-    score_strength: float = 2.0
-    select: int = 4
-    select_prompts: int = 6
-    select_tokens: int = 24
+    search: SearchSettings = field(default_factory=SearchSettings)
     # equal edit size: CAA's measured size may differ from the clamp's by this share at most
     edit_tolerance: float = 0.05
     resamples: int = 2000  # bootstrap resamples per interval
@@ -79,8 +74,9 @@ class BenchmarkConfig:
         """A smoke run (minutes on a CPU): two concepts, few prompts, short replies. Its numbers
         are too noisy to report; it checks that the pipeline runs end to end."""
         base: dict[str, Any] = dict(concepts=["golden_gate", "cooking"], n_selection=6, n_evaluation=8,
-                                    max_new_tokens=16, strengths=[2.0, 4.0], candidates=4, score_prompts=2,
-                                    select=2, select_prompts=3, select_tokens=12, resamples=500, n_samples=2,
+                                    max_new_tokens=16, strengths=[2.0, 4.0],
+                                    search=SearchSettings(candidates=4, score_prompts=2, select=2, select_prompts=3,
+                                                          select_tokens=12), resamples=500, n_samples=2,
                                     n_items=8, n_free_text=4, n_unrelated=4)
         base.update(overrides)
         return cls(**base)
@@ -104,14 +100,12 @@ def _prompt_sets(cfg: BenchmarkConfig) -> tuple[list[str], list[str], list[str]]
 
 def concept_run(cfg: BenchmarkConfig) -> bc.ConceptRun:
     sel, ev, unrelated = _prompt_sets(cfg)
-    search = SearchSettings(cfg.candidates, cfg.score_prompts, cfg.score_strength, cfg.select,
-                            cfg.select_prompts, cfg.select_tokens)
-    return bc.ConceptRun(sel, ev, unrelated, list(cfg.strengths), cfg.gen(), search, cfg.edit_tolerance,
+    return bc.ConceptRun(sel, ev, unrelated, list(cfg.strengths), cfg.gen(), cfg.search, cfg.edit_tolerance,
                          cfg.resamples, cfg.n_samples)
 
 
 def sycophancy_run(cfg: BenchmarkConfig) -> bs.SycophancyRun:
-    return bs.SycophancyRun(list(cfg.strengths), cfg.gen(), cfg.candidates, cfg.select, cfg.n_items,
+    return bs.SycophancyRun(list(cfg.strengths), cfg.gen(), cfg.search.candidates, cfg.search.select, cfg.n_items,
                             cfg.n_free_text, cfg.min_letter_mass, cfg.edit_tolerance, cfg.resamples, cfg.n_samples)
 
 

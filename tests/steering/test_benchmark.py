@@ -13,15 +13,16 @@ import pytest
 
 from steering import benchmark_concepts as bc
 from steering.benchmark import BenchmarkConfig, concept_run, run_benchmark
-from steering.benchmark_methods import BenchmarkError
+from steering.benchmark_methods import BenchmarkError, SearchSettings
 from steering.fluency import DegenerateTextError
 from tests.steering.conftest import emit_dashes, make_sae
 
 
 def _cfg(tmp_path, **kw) -> BenchmarkConfig:
-    base = dict(out_dir=str(tmp_path / "bench"), n_selection=3, n_evaluation=3, max_new_tokens=6, candidates=2,
-                select=1, select_prompts=2, select_tokens=6, n_items=2, n_free_text=2, resamples=200, batch_size=8,
-                strengths=[4.0], score_prompts=1, n_unrelated=2)
+    base = dict(out_dir=str(tmp_path / "bench"), n_selection=3, n_evaluation=3, max_new_tokens=6,
+                search=SearchSettings(candidates=2, select=1, select_prompts=2, select_tokens=6, score_prompts=1),
+                n_items=2, n_free_text=2, resamples=200, batch_size=8,
+                strengths=[4.0], n_unrelated=2)
     base.update(kw)
     return BenchmarkConfig.fast(**base)
 
