@@ -14,8 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from steering.agreement import agreement_rates, score_reply
 from steering.baselines import caa_vector
 from steering.benchmark_methods import (
@@ -32,7 +30,7 @@ from steering.benchmark_methods import (
     zero_vector,
 )
 from steering.bootstrap import bootstrap_interval, paired_difference_interval
-from steering.forced_choice import LETTERS, Item, letter_logprobs, load_items
+from steering.forced_choice import Item, agreement_from_logprobs, letter_logprobs, load_items
 from steering.search import contrastive_features
 from steering.steer_hooks import Steering
 
@@ -69,12 +67,9 @@ def _prompted(items: Sequence[Item]) -> list[Item]:
 
 def _forced(model: TransformerBridge, items: Sequence[Item], ivs: list[Any], batch: int) -> tuple[list[float], float]:
     """Per-item agreement probability and the mean A+B probability mass (format kept?), from one
-    pass: `agreement_probability` is `letter_logprobs` renormalised over the two letters, and a
-    second forward per item only for the mass would double the benchmark's forced-choice cost."""
+    pass (a second forward per item only for the mass would double the forced-choice cost)."""
     logp = letter_logprobs(model, items, lambda: Steering(model, list(ivs)), batch_size=batch)
-    p_ab = torch.softmax(logp, dim=-1)
-    agree = torch.tensor([LETTERS.index(it.agree_option) for it in items])
-    p = p_ab.gather(1, agree[:, None]).squeeze(1)
+    p = agreement_from_logprobs(items, logp)
     return [float(x) for x in p], float(logp.exp().sum(1).mean())
 
 

@@ -188,7 +188,12 @@ def agreement_probability(model: Any, items: Sequence[Item], steering: SteeringA
     `steering` is a context manager (e.g. `steering.steer(model, sae, {f: Clamp(5)})`) or a
     function returning one; it is entered once around all the forwards.
     """
-    logp = letter_logprobs(model, items, steering, batch_size=batch_size, prefill=prefill)
-    p_ab = torch.softmax(logp, dim=-1)  # renormalised over the two letters
+    return agreement_from_logprobs(items, letter_logprobs(model, items, steering, batch_size=batch_size,
+                                                          prefill=prefill))
+
+
+def agreement_from_logprobs(items: Sequence[Item], logp_N2: Tensor) -> Tensor:
+    """The agreeing letter's probability renormalised over the two letters, from `letter_logprobs`."""
+    p_ab = torch.softmax(logp_N2, dim=-1)
     agree_col = torch.tensor([LETTERS.index(it.agree_option) for it in items])
     return p_ab.gather(1, agree_col[:, None]).squeeze(1)
