@@ -2,6 +2,10 @@
 
     cache -> train -> eval -> features -> golden gate -> sycophancy -> report
 
+The two steering stages are the steering benchmark's (`steering.run_benchmark`): the SAE clamp
+against CAA at equal edit size and against prompting, settings chosen on selection prompts and
+reported on held-out ones with 95% bootstrap intervals.
+
 Each stage writes its artifact and a `stages/<name>.json` marker with its seconds; a second run
 skips every stage whose marker exists (delete a marker, or its artifact, to redo a stage).
 The stages call only the public APIs of `sae` and `steering`.
@@ -48,13 +52,15 @@ class DemoConfig:
     eval_tokens: int = 40_000
     ce_batches: int = 4
     analyze_tokens: int = 100_000
-    n_prompts: int = 20
-    strengths: list[float] = field(default_factory=lambda: [1.5, 2.0, 3.0, 4.0])
-    praise_strengths: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0])
-    candidates: int = 10
-    fast_steering: bool = False  # one CAA scale instead of three
-    max_new_tokens: int = 48
-    allow_zero_sweep: bool = False  # report a sweep where nothing scored as "no effect" instead of stopping
+    # the steering benchmark's Golden Gate and sycophancy passes (steering.benchmark); the defaults are
+    # those of the README's rows, so the demo reproduces its seed-0 row
+    n_selection: int = 12  # prompts each method's setting is chosen on
+    n_evaluation: int = 60  # held-out prompts the chosen settings are reported on
+    strengths: list[float] = field(default_factory=lambda: [1.0, 2.0, 3.0])  # Golden Gate clamp, x max
+    sycophancy_strengths: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0])
+    n_unrelated: int = 4  # relevance foils per reply
+    max_new_tokens: int = 32
+    small_benchmark: bool = False  # BenchmarkConfig.fast's feature search and sycophancy sizes
     device: str | None = None
     seed: int = 0
 
@@ -67,12 +73,13 @@ class DemoConfig:
             eval_tokens=4_000,
             ce_batches=1,
             analyze_tokens=8_000,
-            n_prompts=6,
+            n_selection=4,
+            n_evaluation=6,
             strengths=[2.0, 4.0],
-            praise_strengths=[2.0],
-            candidates=4,
-            fast_steering=True,
-            max_new_tokens=24,
+            sycophancy_strengths=[2.0, 4.0],
+            n_unrelated=2,
+            max_new_tokens=16,
+            small_benchmark=True,
         )
         small.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**small)
@@ -161,8 +168,9 @@ class Demo:
             Stage("train", f"training a TopK SAE ({self.cfg.d_sae} latents, k={self.cfg.k})", self.stage_train),
             Stage("eval", "evaluating the SAE (L0, FVU, CE-loss recovered)", self.stage_eval),
             Stage("features", f"building the feature database ({self.cfg.analyze_tokens:,} tokens)", self.stage_features),
-            Stage("golden_gate", "Golden Gate: find the feature, clamp it, measure", self.stage_golden_gate),
-            Stage("sycophancy", "Sycophancy: find a praise feature, clamp it vs CAA", self.stage_sycophancy),
+            Stage("golden_gate", "Golden Gate: clamp vs CAA vs prompting, held-out prompts", self.stage_golden_gate),
+            Stage("sycophancy", "Sycophancy: clamp vs CAA vs prompting, forced choice and free text",
+                  self.stage_sycophancy),
             Stage("report", "writing the report", self.stage_report),
         ]
 
@@ -227,33 +235,28 @@ class Demo:
         sae.build_feature_db(cfg, model=self.model, sae=self.sae)
         return {"db": str(self.db_path)}
 
-    def _experiment(self, name: str, strengths: list[float]) -> Any:
-        from steering.reference_experiments import ExperimentConfig
+    def _benchmark(self, name: str, **over: Any) -> dict[str, Any]:
+        """One pass of the steering benchmark on the demo's SAE, written to `root/name/`; the SAE's
+        results (a benchmark stopped by a check raises, and the stage fails with its message)."""
+        from steering import BenchmarkConfig, run_benchmark
 
-        return ExperimentConfig(
-            out_dir=str(self.root / name),
-            sae_path=str(self.sae_dir),
-            feature_db=str(self.db_path) if self.db_path.exists() else None,
-            strengths=strengths,
-            caa_scales=[2.0, 4.0, 8.0] if not self.cfg.fast_steering else [4.0],
-            n_prompts=self.cfg.n_prompts,
-            max_new_tokens=self.cfg.max_new_tokens,
-            candidates=self.cfg.candidates,
-        )
+        c = self.cfg
+        sizes = dict(out_dir=str(self.root / name), n_selection=c.n_selection, n_evaluation=c.n_evaluation,
+                     max_new_tokens=c.max_new_tokens, n_unrelated=c.n_unrelated, **over)
+        cfg = BenchmarkConfig.fast(**sizes) if c.small_benchmark else BenchmarkConfig(**sizes)
+        return run_benchmark(self.model, [("demo", self.sae)], cfg)["saes"]["demo"]
 
     def stage_golden_gate(self) -> dict[str, Any]:
-        from steering.reference_experiments import golden_gate
-
-        result = golden_gate(self.model, self.sae, self._experiment("golden_gate", self.cfg.strengths))
-        result.pop("summary")  # already in golden_gate/summary.json
-        return _check_sweep(result, "Golden Gate clamp", allow_zero=self.cfg.allow_zero_sweep)
+        res = self._benchmark("golden_gate", concepts=["golden_gate"], sycophancy=False, strengths=self.cfg.strengths)
+        gg = res["concepts"]["golden_gate"]
+        return {"feature": gg["feature"], "chosen": gg["chosen"], "evaluation": gg["evaluation"],
+                "samples": gg["samples"], "results": str(self.root / "golden_gate" / "results.json")}
 
     def stage_sycophancy(self) -> dict[str, Any]:
-        from steering.reference_experiments import sycophancy
-
-        result = sycophancy(self.model, self.sae, self._experiment("sycophancy", self.cfg.praise_strengths))
-        result.pop("summary")  # already in sycophancy/summary.json
-        return _check_sweep(result, "praise clamp", allow_zero=self.cfg.allow_zero_sweep)
+        res = self._benchmark("sycophancy", concepts=[], sycophancy=True, strengths=self.cfg.sycophancy_strengths)
+        syc = res["sycophancy"]
+        keep = ("feature", "strength", "caa_scale", "instruction", "n_items", "forced_choice", "free_text", "samples")
+        return {**{k: syc[k] for k in keep}, "results": str(self.root / "sycophancy" / "results.json")}
 
     def stage_report(self) -> dict[str, Any]:
         from app.report import write_report
@@ -352,18 +355,3 @@ def _checked(summary: dict[str, Any]) -> dict[str, Any]:
     if bad:
         raise StageCheckError(f"non-finite metrics: {', '.join(bad[:5])}", partial=summary)
     return summary
-
-
-def _check_sweep(result: dict[str, Any], what: str, *, allow_zero: bool = False) -> dict[str, Any]:
-    """A steering stage shows an effect on fluent text or says plainly that it found none (the
-    report carries its "no effect found" line). A sweep in which no condition, steered or not,
-    scored anything at all is another matter: that is how a broken run looks (the dashes of a
-    mismatched transformers scored 0% everywhere), so it stops the demo unless allowed."""
-    rates = [v for row in result.get("table") or [] for k, v in row.items()
-             if k.endswith("_rate") and v is not None]
-    if result.get("no_effect") and rates and not any(rates) and not allow_zero:
-        raise StageCheckError(
-            f"{what}: every condition, unsteered included, scored 0 ({result['no_effect']}); a sweep "
-            "that measures nothing is not a result. Read the samples in the stage's folder; "
-            "--allow-zero-sweep reports it as no effect and goes on", partial=result)
-    return result

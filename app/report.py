@@ -14,6 +14,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from sae import atomic_write_text, save_figure
+from steering.benchmark_report import concept_table, samples_table, sycophancy_tables
 
 
 def _fmt(x: Any, spec: str = ".3f") -> str:
@@ -22,10 +23,6 @@ def _fmt(x: Any, spec: str = ".3f") -> str:
     if isinstance(x, float):
         return format(x, spec)
     return str(x)
-
-
-def _ratio(a: float | None, b: float | None) -> str:
-    return f"{a / b:.2f}x" if a is not None and b else "-"
 
 
 def training_curves(metrics_jsonl: Path) -> go.Figure | None:
@@ -53,38 +50,61 @@ def training_curves(metrics_jsonl: Path) -> go.Figure | None:
     return fig
 
 
-def _generations_table(samples: list[dict[str, Any]], limit: int = 6) -> list[str]:
-    lines = ["| prompt | unsteered | steered |", "|---|---|---|"]
-    for s in samples[:limit]:
-        cells = [str(s.get(k, "")).replace("\n", " ").replace("|", "\\|")[:300] for k in ("prompt", "unsteered", "steered")]
-        lines.append("| " + " | ".join(cells) + " |")
+def _pct(iv: dict[str, float]) -> str:
+    return f"{iv['point']:.0%} [{iv['low']:.0%}, {iv['high']:.0%}]"
+
+
+def _golden_gate_section(gg: dict[str, Any], root: Path) -> list[str]:
+    lines = ["## Golden Gate: SAE clamp vs CAA vs prompting", ""]
+    if not gg:
+        return lines + ["(stage not run)", ""]
+    rows = {r["method"]: r for r in gg["evaluation"]}
+    clamp, base, caa, prompt = rows["clamp"], rows["unsteered"], rows["caa"], rows["prompting"]
+    lines += [
+        f"**Golden Gate mention rate** on {clamp['n']} held-out prompts (95% bootstrap intervals): clamp of "
+        f"feature {gg['feature']} at x{clamp['setting']:g} its max activation {_pct(clamp['concept_rate'])}, text "
+        f"perplexity {clamp['text_perplexity_median']:.1f} vs {base['text_perplexity_median']:.1f} unsteered; "
+        f"unsteered {_pct(base['concept_rate'])}; CAA at the clamp's edit size {_pct(caa['concept_rate'])}; "
+        f"prompting (\"{prompt.get('instruction', '')}\") {_pct(prompt['concept_rate'])}.",
+        "",
+        "Each method's setting was chosen by the combined score (harmonic mean of concept, fluency and "
+        "relevance) on separate selection prompts. Edit size: mean added norm over mean residual norm.",
+        "",
+        *concept_table({"golden_gate": gg}),
+        "",
+        "Side by side (held-out prompts):",
+        "",
+        *samples_table(gg.get("samples", [])),
+        "",
+        f"- all numbers: [{Path(gg['results']).name}]({_rel(gg['results'], root)})",
+        "",
+    ]
     return lines
 
 
-def _steering_section(title: str, summary: dict[str, Any], figures: list[str], root: Path) -> list[str]:
-    lines = [f"## {title}", ""]
-    if not summary:
+def _sycophancy_section(sy: dict[str, Any], root: Path) -> list[str]:
+    lines = ["## Sycophancy: SAE clamp vs CAA vs prompting", ""]
+    if not sy:
         return lines + ["(stage not run)", ""]
-    for key in ("feature", "features", "feature_examples", "headline"):
-        if key in summary:
-            lines.append(f"- **{key.replace('_', ' ')}**: {summary[key]}")
-    for key, who in (("no_effect", "clamp"), ("caa_no_effect", "CAA")):
-        if summary.get(key):
-            lines.append(f"- **{who}**: {summary[key]}")
-    table = summary.get("table")
-    if table:
-        cols = list(table[0].keys())
-        lines += ["", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        for row in table:
-            lines.append("| " + " | ".join(_fmt(row.get(c)) for c in cols) + " |")
-    if summary.get("samples"):
-        which = "best strength" if not summary.get("no_effect") else f"no effect; `{summary.get('samples_condition')}`"
-        lines += ["", f"Side by side ({which}):", ""] + _generations_table(summary["samples"])
-    for f in figures:
-        p = Path(f).resolve()
-        link = p.relative_to(root.resolve()) if p.is_relative_to(root.resolve()) else p
-        lines.append(f"- figure: [{p.name}]({link})")
-    return lines + [""]
+    return lines + [
+        "Forced choice: the probability the model puts on the option that agrees with a user's wrong "
+        "belief; free text: replies scored for agreement and for correction separately (a negation-aware "
+        "scorer: \"No, that's not correct\" is a correction).",
+        "",
+        *sycophancy_tables(sy),
+        "",
+        "Side by side (free text, evaluation items):",
+        "",
+        *samples_table(sy.get("samples", [])),
+        "",
+        f"- all numbers: [{Path(sy['results']).name}]({_rel(sy['results'], root)})",
+        "",
+    ]
+
+
+def _rel(path: str, root: Path) -> str:
+    p = Path(path).resolve()
+    return str(p.relative_to(root.resolve())) if p.is_relative_to(root.resolve()) else str(p)
 
 
 def _failure_section(failure: dict[str, Any] | None) -> list[str]:
@@ -94,23 +114,6 @@ def _failure_section(failure: dict[str, Any] | None) -> list[str]:
             f"**{failure['title']}** failed its check: {failure['reason']}", "",
             "The stages after it did not run. Fix the cause and run `saekit demo` again: finished stages "
             "are kept and this one is retried.", ""]
-
-
-def _golden_gate_line(gg: dict[str, Any]) -> list[str]:
-    if not gg:
-        return []
-    if gg.get("no_effect"):
-        return [f"**Golden Gate mention rate**: {gg['no_effect']} (unsteered "
-                f"{_fmt(gg.get('unsteered_rate'), '.0%')}).", ""]
-    return [
-        f"**Golden Gate mention rate**: steered {_fmt(gg.get('best_rate'), '.0%')} "
-        f"(strength {gg.get('best_strength')}) vs unsteered {_fmt(gg.get('unsteered_rate'), '.0%')}; "
-        f"perplexity {_ratio(gg.get('best_perplexity'), gg.get('unsteered_perplexity'))} unsteered given the "
-        f"prompt, {_ratio(gg.get('best_text_perplexity'), gg.get('unsteered_text_perplexity'))} as text alone "
-        f"(the best strength whose text passes the fluency gate and whose {gg.get('fluency', 'perplexity')} "
-        "stays within 2x unsteered).",
-        "",
-    ]
 
 
 def write_report(root: Path, stages: dict[str, dict[str, Any]], *, headline: str, sae_dir: Path,
@@ -153,9 +156,8 @@ def write_report(root: Path, stages: dict[str, dict[str, Any]], *, headline: str
     for p in density + fig_paths.get("training", []):
         lines.append(f"- figure: [{p.name}]({rel([p])[0]})")
     lines.append("")
-    lines += _golden_gate_line(gg)
-    lines += _steering_section("Golden Gate", gg, gg.get("figures", []), root)
-    lines += _steering_section("Sycophancy", sy, sy.get("figures", []), root)
+    lines += _golden_gate_section(gg, root)
+    lines += _sycophancy_section(sy, root)
     timing = ", ".join(f"{k} {v.get('seconds', 0):.0f} s" for k, v in stages.items())
     lines += ["## Stages", "", timing, "", "Open the explorer:", "", "```bash",
               f"saekit explore {db_path}", "```", ""]

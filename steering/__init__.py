@@ -64,6 +64,7 @@ _EXPORTS: dict[str, str] = {
     "ReplyQuality": "steering.reply_quality",
     "score_replies": "steering.reply_quality",
     "harmonic_mean": "steering.reply_quality",
+    "ScoreCache": "steering.reply_quality",
     # experiments
     "SweepConfig": "steering.experiments",
     "run_sweep": "steering.experiments",

@@ -20,10 +20,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sae import atomic_write_json, atomic_write_text, versions_line
+from sae import atomic_write_json, atomic_write_text, read_json, versions_line
 from steering import benchmark_concepts as bc
 from steering import benchmark_sycophancy as bs
-from steering.benchmark_methods import BenchmarkError, GenSettings, SearchSettings
+from steering.benchmark_methods import BenchmarkError, GenSettings, RunMemo, SearchSettings
 from steering.benchmark_report import markdown
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ __all__ = ["BenchmarkConfig", "BenchmarkError", "run_benchmark"]
 class BenchmarkConfig:
     """Sizes and settings of one benchmark run (saved as config.json beside the results)."""
 
-    concepts: list[str] | None = None  # None: every concept in steering.concepts.CONCEPTS
+    concepts: list[str] | None = None  # None: every concept in steering.concepts.CONCEPTS; []: none
     n_selection: int = 30  # prompts to choose each method's setting on
     n_evaluation: int = 60  # held-out prompts the chosen settings are reported on
     max_new_tokens: int = 48
@@ -66,6 +66,8 @@ class BenchmarkConfig:
     def __post_init__(self) -> None:
         if not self.strengths or any(not s > 0 for s in self.strengths):
             raise BenchmarkError(f"strengths must be positive multiples of the max activation, got {self.strengths}")
+        if self.concepts == [] and not self.sycophancy:
+            raise BenchmarkError("nothing to run: no concepts and sycophancy off; name concepts or turn sycophancy on")
         if self.n_selection < 2 or self.n_evaluation < 2:
             raise BenchmarkError("n_selection and n_evaluation must be >= 2: an interval needs several prompts")
 
@@ -98,27 +100,31 @@ def _prompt_sets(cfg: BenchmarkConfig) -> tuple[list[str], list[str], list[str]]
     return sel, ev, list(UNRELATED_QUESTIONS[: cfg.n_unrelated])
 
 
-def concept_run(cfg: BenchmarkConfig) -> bc.ConceptRun:
+def concept_run(cfg: BenchmarkConfig, memo: RunMemo | None = None) -> bc.ConceptRun:
     sel, ev, unrelated = _prompt_sets(cfg)
     return bc.ConceptRun(sel, ev, unrelated, list(cfg.strengths), cfg.gen(), cfg.search, cfg.edit_tolerance,
-                         cfg.resamples, cfg.n_samples)
+                         cfg.resamples, cfg.n_samples, memo or RunMemo())
 
 
-def sycophancy_run(cfg: BenchmarkConfig) -> bs.SycophancyRun:
+def sycophancy_run(cfg: BenchmarkConfig, memo: RunMemo | None = None) -> bs.SycophancyRun:
     return bs.SycophancyRun(list(cfg.strengths), cfg.gen(), cfg.search.candidates, cfg.search.select, cfg.n_items,
-                            cfg.n_free_text, cfg.min_letter_mass, cfg.edit_tolerance, cfg.resamples, cfg.n_samples)
+                            cfg.n_free_text, cfg.min_letter_mass, cfg.edit_tolerance, cfg.resamples, cfg.n_samples,
+                            memo or RunMemo())
 
 
 def _concepts(cfg: BenchmarkConfig) -> list[Any]:
     from steering.concepts import CONCEPTS, get_concept
 
-    return [get_concept(n) for n in (cfg.concepts or list(CONCEPTS))]
+    return [get_concept(n) for n in (cfg.concepts if cfg.concepts is not None else list(CONCEPTS))]
 
 
-def benchmark_sae(model: TransformerBridge, sae: SparseAutoencoder, cfg: BenchmarkConfig) -> dict[str, Any]:
-    """Every concept (and sycophancy) on one SAE; features are found afresh for it."""
-    run = concept_run(cfg)
-    out: dict[str, Any] = {"concepts": {}, "seconds": {}}
+def benchmark_sae(model: TransformerBridge, sae: SparseAutoencoder, cfg: BenchmarkConfig,
+                  memo: RunMemo | None = None) -> dict[str, Any]:
+    """Every concept (and sycophancy) on one SAE; features are found afresh for it. `memo` carries
+    what does not depend on the SAE's features from one SAE to the next."""
+    memo = memo or RunMemo()
+    run = concept_run(cfg, memo)
+    out: dict[str, Any] = {"fingerprint": fingerprint(sae), "concepts": {}, "seconds": {}}
     for concept in _concepts(cfg):
         t = time.perf_counter()
         log.info("concept %s", concept.name)
@@ -127,7 +133,7 @@ def benchmark_sae(model: TransformerBridge, sae: SparseAutoencoder, cfg: Benchma
     if cfg.sycophancy:
         t = time.perf_counter()
         log.info("sycophancy")
-        out["sycophancy"] = bs.sycophancy_benchmark(model, sae, sycophancy_run(cfg))
+        out["sycophancy"] = bs.sycophancy_benchmark(model, sae, sycophancy_run(cfg, memo))
         out["seconds"]["sycophancy"] = time.perf_counter() - t
     return out
 
@@ -149,9 +155,36 @@ def spread_over_saes(per_sae: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def fingerprint(sae: SparseAutoencoder) -> str:
+    """The SAE's decoder bytes, hashed: a resumed run reuses a finished SAE's results only for the
+    same weights, whatever its label."""
+    import hashlib
+
+    w = sae.W_dec.detach().float().cpu().contiguous()
+    return f"{tuple(w.shape)}:{hashlib.sha256(w.numpy().tobytes()).hexdigest()[:16]}"
+
+
+def _finished(out: Path, cfg: BenchmarkConfig) -> dict[str, Any]:
+    """The per-SAE results an earlier run of this config left in `out` (by label): a run stopped
+    after two of three SAEs picks up at the third. A different config starts afresh, and says so."""
+    path = out / "results.json"
+    if not path.exists():
+        return {}
+    old = read_json(path, what="an earlier benchmark's results", fix="delete it to start afresh")
+    mine, theirs = asdict(cfg), dict(old.get("config") or {})
+    mine.pop("out_dir"), theirs.pop("out_dir", None)
+    if mine != theirs:
+        changed = sorted(k for k in {*mine, *theirs} if mine.get(k) != theirs.get(k))
+        log.warning("%s holds results of another config (%s differ); they will be overwritten", path,
+                    ", ".join(changed))
+        return {}
+    return dict(old.get("saes") or {})
+
+
 def run_benchmark(model: TransformerBridge, saes: Sequence[tuple[str, SparseAutoencoder]],
                   cfg: BenchmarkConfig | None = None) -> dict[str, Any]:
-    """Run every SAE (labelled) through the benchmark; write and return the results."""
+    """Run every SAE (labelled) through the benchmark; write and return the results. An SAE whose
+    results `out_dir/results.json` already holds under the same config and weights is not rerun."""
     cfg = cfg or BenchmarkConfig()
     if not saes:
         raise BenchmarkError("no SAEs given; pass [(label, sae), ...] (>= 3 seeds for a claim about steering)")
@@ -162,13 +195,20 @@ def run_benchmark(model: TransformerBridge, saes: Sequence[tuple[str, SparseAuto
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.json", asdict(cfg))
+    done = _finished(out, cfg)
     result: dict[str, Any] = {"config": asdict(cfg), "versions": versions_line(), "saes": {}, "seconds": 0.0}
-    start = time.perf_counter()
+    memo = RunMemo()
     for label, sae in saes:
-        log.info("SAE %s", label)
-        result["saes"][label] = benchmark_sae(model, sae, cfg)
+        if done.get(label, {}).get("fingerprint") == fingerprint(sae):
+            log.info("SAE %s: finished in %s already, kept", label, out / "results.json")
+            result["saes"][label] = done[label]
+            result["seconds"] += sum(done[label].get("seconds", {}).values())
+        else:
+            log.info("SAE %s", label)
+            t = time.perf_counter()
+            result["saes"][label] = benchmark_sae(model, sae, cfg, memo)
+            result["seconds"] += time.perf_counter() - t
         result["spread"] = spread_over_saes(result["saes"])
-        result["seconds"] = time.perf_counter() - start
         atomic_write_json(out / "results.json", result)  # after every SAE: a long run keeps what it finished
     atomic_write_text(out / "results.md", markdown(result))
     return result

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,6 +20,7 @@ from steering.benchmark_methods import (
     BenchmarkError,
     GenSettings,
     Measured,
+    RunMemo,
     SearchSettings,
     best_by,
     caa_at_size,
@@ -28,7 +29,7 @@ from steering.benchmark_methods import (
     hook_of,
     require_fluent_unsteered,
     run_generation,
-    zero_vector,
+    unedited_generation,
 )
 from steering.bootstrap import bootstrap_interval
 from steering.concepts import Concept
@@ -56,6 +57,7 @@ class ConceptRun:
     edit_tolerance: float = 0.05
     resamples: int = 2000
     n_samples: int = 4
+    memo: RunMemo = field(default_factory=RunMemo)  # shared by every concept and SAE of a run
 
 
 def interval(values: Sequence[float], cfg: ConceptRun) -> dict[str, float]:
@@ -105,7 +107,7 @@ def check_sweep(rows: Sequence[dict[str, Any]], what: str) -> None:
 def _score(model: TransformerBridge, questions: Sequence[str], m: Measured, concept: Concept,
            cfg: ConceptRun) -> list[ReplyQuality]:
     return score_replies(model, list(questions), m.replies, concept, unrelated=cfg.unrelated,
-                         batch_size=cfg.gen.batch_size)
+                         batch_size=cfg.gen.batch_size, cache=cfg.memo.scores)
 
 
 def _prompted(questions: Sequence[str], concept: Concept) -> list[str]:
@@ -117,7 +119,7 @@ def _sweep(model: TransformerBridge, sae: SparseAutoencoder, concept: Concept, f
            cfg: ConceptRun) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]], Any]:
     """Selection prompts: unsteered, the clamp at each strength, CAA at each clamp's edit size."""
     q = cfg.selection
-    base = run_generation(model, q, zero_vector(sae), cfg.gen)
+    base = unedited_generation(model, sae, q, cfg.gen, cfg.memo)
     require_fluent_unsteered(base, "unsteered (selection prompts)")
     base_row = condition_row("unsteered", None, base, _score(model, q, base, concept, cfg), cfg)
     clamps = []
@@ -141,7 +143,7 @@ def _evaluate(model: TransformerBridge, sae: SparseAutoencoder, concept: Concept
     """The chosen settings (and unsteered) on the evaluation prompts, with samples side by side."""
     q = cfg.evaluation
     runs: dict[str, tuple[Measured, float | None, dict[str, Any]]] = {}
-    base = run_generation(model, q, zero_vector(sae), cfg.gen)
+    base = unedited_generation(model, sae, q, cfg.gen, cfg.memo)
     require_fluent_unsteered(base, "unsteered (evaluation prompts)")
     runs["unsteered"] = (base, None, {})
     s = chosen["clamp"]["setting"]
@@ -149,7 +151,7 @@ def _evaluate(model: TransformerBridge, sae: SparseAutoencoder, concept: Concept
     scale = chosen["caa"]["scale"]
     runs["caa"] = (run_generation(model, q, vec.with_scale(scale), cfg.gen), chosen["caa"]["setting"],
                    {"scale": scale})
-    runs["prompting"] = (run_generation(model, _prompted(q, concept), zero_vector(sae), cfg.gen), None,
+    runs["prompting"] = (unedited_generation(model, sae, _prompted(q, concept), cfg.gen, cfg.memo), None,
                          {"instruction": concept.instruction})
     rows = [condition_row(k, setting, m, _score(model, q, m, concept, cfg), cfg, **extra)
             for k, (m, setting, extra) in runs.items()]
@@ -164,6 +166,10 @@ def concept_benchmark(model: TransformerBridge, sae: SparseAutoencoder, concept:
     if set(cfg.selection) & set(cfg.evaluation):
         raise BenchmarkError("selection and evaluation prompts overlap; a setting chosen on a prompt must not "
                              "be scored on it (use steering.concepts' SELECTION_PROMPTS / EVALUATION_PROMPTS)")
+    # The unsteered replies first: a broken generation stack stops the run before the feature search
+    # spends minutes on it (the memo hands these replies to the sweep below).
+    require_fluent_unsteered(unedited_generation(model, sae, cfg.selection, cfg.gen, cfg.memo),
+                             "unsteered (selection prompts)")
     feature, candidates = find_concept_feature(model, sae, concept.positive, concept.negative, concept.keywords,
                                                cfg.selection, cfg.search)
     base_row, clamps, caas, vec = _sweep(model, sae, concept, feature, cfg)

@@ -9,6 +9,7 @@ comparable at equal edit size: a CAA vector swept at "x2, x4, x8 its raw norm" a
 from __future__ import annotations
 
 import copy
+import json
 import re
 import statistics
 from collections.abc import Callable, Sequence
@@ -24,6 +25,7 @@ from steering.interventions import Clamp, FeatureSteering, Intervention, VectorS
 from steering.positions import tracker_for
 from steering.reference_experiments import ExperimentConfig, select_by_steering
 from steering.rendering import Prompt
+from steering.reply_quality import ScoreCache
 from steering.search import FeatureHit, contrastive_features, logit_lens, rank_by_output_score
 
 if TYPE_CHECKING:
@@ -111,6 +113,27 @@ def run_generation(model: TransformerBridge, prompts: Sequence[Prompt], iv: Inte
                              "max_new_tokens or check the model's chat template")
     return Measured([g.steered for g in gens], [list(g.steered_ids) for g in gens],
                     meter.added / meter.resid, meter.resid / meter.n, meter.n)
+
+
+@dataclass
+class RunMemo:
+    """What does not depend on an SAE's features, computed once per benchmark run: the replies
+    generated without an edit (unsteered, or with the prompting baseline's instruction), by hook and
+    prompts, and every raw score (`ScoreCache`). Greedy decoding makes a second computation of
+    either an exact repeat; with three SAEs and eleven concepts this halves the run."""
+
+    generations: dict[tuple[str, str], Measured] = field(default_factory=dict)
+    scores: ScoreCache = field(default_factory=ScoreCache)
+
+
+def unedited_generation(model: TransformerBridge, sae: SparseAutoencoder, prompts: Sequence[Prompt],
+                        gen: GenSettings, memo: RunMemo) -> Measured:
+    """`run_generation` through `zero_vector(sae)`, remembered in `memo` (the replies and the
+    residual norm at the hook depend only on the hook and the prompts)."""
+    key = (hook_of(sae), json.dumps(list(prompts), sort_keys=True))
+    if key not in memo.generations:
+        memo.generations[key] = run_generation(model, prompts, zero_vector(sae), gen)
+    return memo.generations[key]
 
 
 def require_fluent_unsteered(m: Measured, what: str) -> None:

@@ -46,6 +46,18 @@ def sycophancy_tables(res: dict[str, Any]) -> list[str]:
     return lines
 
 
+def samples_table(samples: list[dict[str, str]], width: int = 160) -> list[str]:
+    """Replies side by side (one row per prompt, one column per method), each cut to `width` characters."""
+    if not samples:
+        return []
+    cols = list(samples[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for s in samples:
+        cells = [str(s.get(c, "")).replace("\n", " ").replace("|", "\\|")[:width] for c in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def spread_table(spread: dict[str, Any]) -> list[str]:
     lines = ["| concept | method | metric | min | median | max | SAEs |", "|---|---|---|---|---|---|---|"]
     for name, methods in spread.items():
@@ -65,7 +77,9 @@ def markdown(result: dict[str, Any]) -> str:
              "(mean ||added|| / mean ||residual|| over generated positions); each method's setting chosen by mean "
              f"combined score on the selection prompts. {result['seconds']:.0f} s in all. {result['versions']}.", ""]
     for label, res in result["saes"].items():
-        lines += [f"## SAE {label}", ""] + concept_table(res["concepts"]) + [""]
+        lines += [f"## SAE {label}", ""]
+        if res["concepts"]:
+            lines += concept_table(res["concepts"]) + [""]
         if "sycophancy" in res:
             lines += sycophancy_tables(res["sycophancy"]) + [""]
     if len(result["saes"]) > 1:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from steering.agreement import agreement_rates, score_reply
@@ -20,6 +20,7 @@ from steering.benchmark_methods import (
     BenchmarkError,
     GenSettings,
     Measured,
+    RunMemo,
     best_by,
     caa_at_size,
     clamp_at,
@@ -27,7 +28,7 @@ from steering.benchmark_methods import (
     hook_of,
     require_fluent_unsteered,
     run_generation,
-    zero_vector,
+    unedited_generation,
 )
 from steering.bootstrap import bootstrap_interval, paired_difference_interval
 from steering.forced_choice import Item, agreement_from_logprobs, letter_logprobs, load_items
@@ -55,6 +56,7 @@ class SycophancyRun:
     edit_tolerance: float = 0.05
     resamples: int = 2000
     n_samples: int = 4
+    memo: RunMemo = field(default_factory=RunMemo)  # shared with the concepts' runs
 
 
 def _chat(it: Item, option: str) -> list[dict[str, str]]:
@@ -97,8 +99,9 @@ def _choose_clamp(model: TransformerBridge, sae: SparseAutoencoder, sel: list[It
 def _free_text(model: TransformerBridge, items: Sequence[Item], ivs: dict[str, Any], sae: SparseAutoencoder,
                cfg: SycophancyRun) -> dict[str, Measured]:
     prompts = [it.prompt for it in items]
-    out = {k: run_generation(model, prompts, iv, cfg.gen) for k, iv in ivs.items()}
-    out["prompting"] = run_generation(model, [p.prompt for p in _prompted(items)], zero_vector(sae), cfg.gen)
+    out = {"unsteered": unedited_generation(model, sae, prompts, cfg.gen, cfg.memo)}
+    out.update({k: run_generation(model, prompts, iv, cfg.gen) for k, iv in ivs.items()})
+    out["prompting"] = unedited_generation(model, sae, [p.prompt for p in _prompted(items)], cfg.gen, cfg.memo)
     return out
 
 
@@ -140,7 +143,7 @@ def sycophancy_benchmark(model: TransformerBridge, sae: SparseAutoencoder, cfg: 
     chosen, grid = _choose_clamp(model, sae, sel, cfg)
     clamp = clamp_at(sae, chosen["feature"], chosen["strength"], POSITIONS)
     sel_prompts = [it.prompt for it in sel[: cfg.n_free_text]]
-    base_sel = run_generation(model, sel_prompts, zero_vector(sae), cfg.gen)
+    base_sel = unedited_generation(model, sae, sel_prompts, cfg.gen, cfg.memo)
     require_fluent_unsteered(base_sel, "unsteered (sycophancy selection prompts)")
     size = run_generation(model, sel_prompts, clamp, cfg.gen).edit_size
     vec = caa_vector(model, hook_of(sae), [_chat(it, it.agree_option) for it in sel],
@@ -150,7 +153,7 @@ def sycophancy_benchmark(model: TransformerBridge, sae: SparseAutoencoder, cfg: 
     edit = {"clamp": size, "caa": caa_sel.edit_size}
     forced = _forced_rows(model, ev, {"unsteered": [], "clamp": [clamp], "caa": [caa]}, cfg, edit)
     free_items = ev[: cfg.n_free_text]
-    free = _free_text(model, free_items, {"unsteered": zero_vector(sae), "clamp": clamp, "caa": caa}, sae, cfg)
+    free = _free_text(model, free_items, {"clamp": clamp, "caa": caa}, sae, cfg)
     require_fluent_unsteered(free["unsteered"], "unsteered (sycophancy evaluation prompts)")
     samples = [{"prompt": it.prompt, **{k: m.replies[i] for k, m in free.items()}}
                for i, it in enumerate(free_items[: cfg.n_samples])]

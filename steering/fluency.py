@@ -84,6 +84,7 @@ class Verdict:
     n: int
     values: dict[str, float | None] = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
+    failing: list[int] = field(default_factory=list)  # generations that fail a per-generation check
 
     def __bool__(self) -> bool:
         return self.passed
@@ -96,9 +97,11 @@ class Verdict:
 
 
 def count_words(text: str) -> int:
-    """Whitespace words holding a letter or digit. The gate judges space-separated text (the
-    toolkit's prompts are English): a run of CJK characters is one word over many tokens."""
-    return sum(1 for w in text.split() if _WORD.search(w))
+    """Whitespace words holding a letter or digit; a word's digits count one word each, because the
+    embedded tokenizer spells numbers one digit per token: "1000 - 357 = 753." is 10 words over
+    its 13 tokens, not 3, and an arithmetic answer is text. The gate judges space-separated text
+    (the toolkit's prompts are English): a run of CJK characters is one word over many tokens."""
+    return sum(max(1, sum(c.isdigit() for c in w)) for w in text.split() if _WORD.search(w))
 
 
 def repeat_run(ids: Sequence[int], max_period: int = 8) -> int:
@@ -181,11 +184,16 @@ def judge(samples: Sequence[SampleFluency], cfg: GateConfig | None = None) -> Ve
         return Verdict(False, 0, {}, ["no generations to judge"])
     n = len(samples)
     fails = [problems(s, cfg) for s in samples]
-    typical = {  # what the reasons quote: the median, or the worst (longest run, most foreign)
+    typical = {  # what the values record: the median, or the worst (longest run, most foreign)
         "words_per_token": statistics.median(s.words_per_token for s in samples),
         "distinct_2": statistics.median(s.distinct_2 for s in samples),
         "repeat_run": float(max(s.repeat_run for s in samples)),
         "foreign_script_share": max(s.foreign_script_share for s in samples),
+    }
+    worst = {  # what a reason quotes: the worst value among the generations that fail that check
+        name: (min if name in ("words_per_token", "distinct_2") else max)(
+            float(getattr(s, name)) for s, f in zip(samples, fails, strict=True) if name in f)
+        for name in typical if any(name in f for f in fails)
     }
     limits = {"words_per_token": cfg.min_words_per_token, "distinct_2": cfg.min_distinct_2,
               "repeat_run": cfg.max_repeat_run, "foreign_script_share": cfg.max_foreign_script_share}
@@ -196,14 +204,14 @@ def judge(samples: Sequence[SampleFluency], cfg: GateConfig | None = None) -> Ve
         values[name] = v
         values[f"{name}_bad_share"] = bad / n
         if bad / n > cfg.max_bad_share:
-            reasons.append(f"{bad} of {n} generations " + _NEEDS[name].format(v=v, t=limits[name]))
+            reasons.append(f"{bad} of {n} generations " + _NEEDS[name].format(v=worst[name], t=limits[name]))
     ppls = [s.text_perplexity for s in samples if s.text_perplexity is not None]
     ppl = statistics.median(ppls) if ppls else None
     values["text_perplexity"] = ppl
     if ppl is not None and not cfg.min_text_ppl <= ppl <= cfg.max_text_ppl:
         kind = "too predictable: a loop" if ppl < cfg.min_text_ppl else "too surprising: not text"
         reasons.append(f"median text perplexity {ppl:.2f} is outside [{cfg.min_text_ppl}, {cfg.max_text_ppl}] ({kind})")
-    return Verdict(not reasons, n, values, reasons)
+    return Verdict(not reasons, n, values, reasons, [i for i, f in enumerate(fails) if f])
 
 
 class DegenerateTextError(SteeringError):
@@ -220,7 +228,8 @@ def require_fluent(verdict: Verdict, texts: Sequence[str], what: str, *, stale: 
     update that broke generation (e.g. transformers 5.24 and KV-cached decoding)."""
     if verdict.passed:
         return
-    sample = next((t for t in texts if t.strip()), texts[0] if texts else "")
+    failing = [texts[i] for i in verdict.failing if i < len(texts)]
+    sample = next((t for t in [*failing, *texts] if t.strip()), texts[0] if texts else "")
     where = f" ({stale}: delete it to generate them afresh)" if stale else ""
     raise DegenerateTextError(
         f"the {what} model's text is not fluent, so steering results on it would mean nothing: "

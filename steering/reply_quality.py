@@ -27,8 +27,8 @@ reply about it, at most 0.35 after other replies.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from steering.fluency import GateConfig, measure, problems
@@ -69,6 +69,29 @@ class ReplyQuality:
     degenerate: bool
     reasons: tuple[str, ...]  # the checks a degenerate reply fails
     combined: float  # 0..1
+
+
+@dataclass
+class ScoreCache:
+    """Raw measures already computed, so that identical replies are scored once: the unsteered
+    replies recur under every concept, the prompted ones under every SAE. Keyed by the texts the
+    measure depends on; pass one instance to every `score_replies` call of a run."""
+
+    relevance: dict[tuple[str, str, tuple[str, ...]], float] = field(default_factory=dict)
+    perplexity: dict[str, float] = field(default_factory=dict)
+    concept_gain: dict[tuple[str, str], float] = field(default_factory=dict)
+
+
+def _fill(store: dict, keys: list[Hashable], compute: Callable[[list[int]], list[float]]) -> list[float]:
+    """`store[k]` for each key, computing (for the first row of each missing key) only what is missing."""
+    first: dict[Hashable, int] = {}
+    for i, k in enumerate(keys):
+        if k not in store:
+            first.setdefault(k, i)
+    if first:
+        for k, v in zip(first, compute(list(first.values())), strict=True):
+            store[k] = v
+    return [store[k] for k in keys]
 
 
 def harmonic_mean(values: Sequence[float]) -> float:
@@ -165,12 +188,13 @@ def _degenerate_reasons(text: str, ids: list[int], ppl: float, question: str, cf
 
 def score_replies(model: TransformerBridge, questions: Sequence[str], replies: Sequence[str],
                   concept: ConceptLike | None, *, unrelated: Sequence[str], batch_size: int = 8,
-                  gate: GateConfig | None = None) -> list[ReplyQuality]:
+                  gate: GateConfig | None = None, cache: ScoreCache | None = None) -> list[ReplyQuality]:
     """Score each reply to its question (a user turn, chat-templated) under the unsteered model.
 
     `unrelated`: questions the replies do not answer (relevance compares against them);
     `concept`: has `.mentions(text)` and `.description`, or None (concept scores nan, combined
-    over fluency and relevance); `gate`: the fluency gate's thresholds (default `GateConfig()`).
+    over fluency and relevance); `gate`: the fluency gate's thresholds (default `GateConfig()`);
+    `cache`: raw measures of earlier calls, reused for identical (question, reply) pairs.
     """
     if isinstance(questions, str) or isinstance(replies, str):
         raise SteeringError("score_replies takes lists of questions and replies; wrap a single one in a list")
@@ -184,12 +208,18 @@ def score_replies(model: TransformerBridge, questions: Sequence[str], replies: S
         return []
     cfg = gate or GateConfig()
     tok = model.tokenizer
+    cache = cache if cache is not None else ScoreCache()
     reply_ids = [tok.encode(r, add_special_tokens=False) for r in replies]
     empty = render(tok, "", chat=True)  # text perplexity: the reply after an empty user turn, as the gate
-    logratios = _relevance_logratios(model, questions, reply_ids, unrelated, batch_size)  # checks first
-    ppls = perplexity(model, [empty] * len(replies), reply_ids, batch_size=batch_size)
-    gains = (_concept_gains(model, replies, concept.description, batch_size) if concept is not None
-             else [math.nan] * len(replies))
+    unrel = tuple(unrelated)
+    logratios = _fill(cache.relevance, [(q, r, unrel) for q, r in zip(questions, replies, strict=True)],
+                      lambda idx: _relevance_logratios(model, [questions[i] for i in idx], [reply_ids[i] for i in idx],
+                                                       unrelated, batch_size))
+    ppls = _fill(cache.perplexity, list(replies),
+                 lambda idx: perplexity(model, [empty] * len(idx), [reply_ids[i] for i in idx], batch_size=batch_size))
+    gains = (_fill(cache.concept_gain, [(concept.description, r) for r in replies],
+                   lambda idx: _concept_gains(model, [replies[i] for i in idx], concept.description, batch_size))
+             if concept is not None else [math.nan] * len(replies))
     out = []
     for i, (q, r) in enumerate(zip(questions, replies, strict=True)):
         reasons, foreign = _degenerate_reasons(r, reply_ids[i], ppls[i], q, cfg)

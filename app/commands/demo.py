@@ -17,10 +17,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--d-sae", type=int, default=None, help="SAE width")
     p.add_argument("--k", type=int, default=None, help="active latents per token (TopK)")
     p.add_argument("--analyze-tokens", type=int, default=None, help="tokens for the feature database")
-    p.add_argument("--prompts", type=int, default=None, dest="n_prompts", help="prompts per steering condition")
-    p.add_argument("--allow-zero-sweep", action="store_true", default=None,
-                   help="a steering sweep in which no condition scored anything is reported as no effect "
-                        "instead of stopping the demo (a sweep that finds no effect otherwise is always reported)")
+    p.add_argument("--selection", type=int, default=None, dest="n_selection",
+                   help="steering: prompts each method's setting is chosen on (default 12)")
+    p.add_argument("--evaluation", type=int, default=None, dest="n_evaluation",
+                   help="steering: held-out prompts the chosen settings are reported on (default 60)")
+    p.add_argument("--prompts", "--allow-zero-sweep", dest="retired", nargs="?", const=True, default=None,
+                   help=argparse.SUPPRESS)
     p.add_argument("--device", default=None, help="cpu | cuda | mps (default: best available)")
     p.add_argument("--seed", type=int, default=None)
 
@@ -28,10 +30,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from app.demo_pipeline import Demo, DemoConfig
 
+    if args.retired is not None:
+        raise SystemExit("saekit demo: --prompts and --allow-zero-sweep are gone: the steering stages are the steering "
+                         "benchmark's now (size them with --selection / --evaluation), and it stops only on a sweep "
+                         "in which fluency and relevance are zero too, which is a broken run")
     overrides = {
         k: getattr(args, k)
-        for k in ("layer", "cache_tokens", "train_tokens", "d_sae", "k", "analyze_tokens", "n_prompts", "device", "seed",
-                  "allow_zero_sweep")
+        for k in ("layer", "cache_tokens", "train_tokens", "d_sae", "k", "analyze_tokens", "n_selection", "n_evaluation",
+                  "device", "seed")
         if getattr(args, k) is not None
     }
     cfg = DemoConfig.fast(out_dir=args.out, **overrides) if args.fast else DemoConfig(out_dir=args.out, **overrides)

@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sae", action="append", required=True, metavar="DIR",
                    help="an SAE folder (repeatable: one per training seed)")
     p.add_argument("--concepts", default=None,
-                   help="comma-separated concept names (default: all in steering.concepts)")
+                   help="comma-separated concept names (default: all in steering.concepts; 'none': sycophancy only)")
     p.add_argument("--out", default="runs/steer_bench", help="output folder (config.json, results.json, results.md)")
     p.add_argument("--fast", action="store_true", help="a smoke run: 2 concepts, few prompts, short replies")
     p.add_argument("--selection", type=int, default=None, dest="n_selection", help="selection prompts per concept")
@@ -42,7 +42,8 @@ def _config(args: argparse.Namespace):
     over = {k: getattr(args, k) for k in ("n_selection", "n_evaluation", "max_new_tokens", "batch_size", "seed", "n_unrelated")
             if getattr(args, k) is not None}
     if args.concepts:
-        over["concepts"] = [c.strip() for c in args.concepts.split(",") if c.strip()]
+        names = [c.strip() for c in args.concepts.split(",") if c.strip()]
+        over["concepts"] = [] if names == ["none"] else names
     if args.strengths:
         over["strengths"] = [float(s) for s in args.strengths.split(",") if s.strip()]
     if args.no_sycophancy:

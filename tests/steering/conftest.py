@@ -35,15 +35,24 @@ def topk_sae():
 
 def emit_dashes(monkeypatch: pytest.MonkeyPatch, tokenizer) -> list[int]:
     """Make every generated reply `I` and a run of dashes, as KV-cached decoding did under
-    transformers 5.24, whatever version is installed. Returns the batch sizes generated."""
+    transformers 5.24, whatever version is installed. The model still runs every decode step (so
+    steering hooks and edit meters see them, as they did then); only the picked token is forced.
+    Returns the batch sizes generated."""
 
     first = tokenizer.encode("I", add_special_tokens=False)[0]
     dash = tokenizer.encode("----", add_special_tokens=False)[0]
     batches: list[int] = []
+    real_rows, step = generation.sample_rows, [0]
+
+    def forced(logits_BV, gens, cfg):
+        step[0] += 1
+        return torch.full((logits_BV.shape[0],), first if step[0] == 1 else dash, device=logits_BV.device)
 
     def dashes(model, rows, seeds, cfg, after_cols=None):
         batches.append(len(rows))
-        return [[first] + [dash] * (cfg.max_new_tokens - 1) for _ in rows]
+        step[0] = 0
+        return real_rows(model, rows, seeds, cfg, after_cols)
 
+    monkeypatch.setattr(generation, "_pick", forced)
     monkeypatch.setattr(generation, "sample_rows", dashes)
     return batches

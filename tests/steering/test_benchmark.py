@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -79,6 +80,28 @@ def test_caa_matches_the_clamps_edit_sizes_and_prompting_adds_nothing(bench) -> 
     syc = {r["method"]: r for r in result["saes"]["seed0"]["sycophancy"]["forced_choice"]}
     assert syc["caa"]["edit_size"] == pytest.approx(syc["clamp"]["edit_size"], rel=0.10)
     assert syc["prompting"]["edit_size"] == 0
+
+
+def test_a_rerun_keeps_finished_saes_and_reruns_changed_ones(bench, model, monkeypatch, tmp_path) -> None:
+    import shutil
+
+    import steering.benchmark as sb
+
+    cfg, result = bench
+    cfg = replace(cfg, out_dir=str(tmp_path / "again"))  # another folder, the same results.json
+    (tmp_path / "again").mkdir()
+    shutil.copy(f"{bench[0].out_dir}/results.json", tmp_path / "again" / "results.json")
+    calls: list[str] = []
+    monkeypatch.setattr(sb, "benchmark_sae", lambda m, s, c, memo=None: calls.append("ran") or
+                        {**result["saes"]["seed0"], "fingerprint": sb.fingerprint(s)})
+    again = run_benchmark(model, [("seed0", make_sae("relu"))], cfg)  # the same weights (seeded)
+    assert calls == [] and again["saes"] == result["saes"]
+    other = make_sae("relu", seed=1)
+    assert sb.fingerprint(other) != result["saes"]["seed0"]["fingerprint"]
+    run_benchmark(model, [("seed0", other)], cfg)
+    assert calls == ["ran"]  # same label, other weights: run again
+    run_benchmark(model, [("seed0", make_sae("relu"))], replace(cfg, n_evaluation=cfg.n_evaluation + 1))
+    assert calls == ["ran", "ran"]  # another config: nothing kept
 
 
 def test_selection_and_evaluation_prompts_are_disjoint(tmp_path, monkeypatch) -> None:

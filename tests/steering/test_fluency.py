@@ -41,7 +41,8 @@ def test_per_generation_measures() -> None:
     assert repeat_run([1, 2, 3, 4]) == 0
     assert repeat_run([7] * 10) == 9  # each token after the first copies the one before
     assert repeat_run([1, 2, 3] * 4 + [9]) == 9  # a trigram four times: 9 tokens copy 3 back
-    assert count_words("Hello, world -- 42 !") == 3
+    assert count_words("Hello, world -- 42 !") == 4  # a digit is a word: one token each
+    assert count_words("1000 - 357 = 753.") == 10
     assert count_words("I" + "-" * 47) == 1 and count_words(CJK) == 1
     assert distinct_n(CJK, 2) == 1.0  # the whitespace view, which the gate does not use
 

@@ -14,7 +14,7 @@ from steering import prompts as P
 from steering.fluency import GateConfig, foreign_script_share, judge, measure, problems
 from steering.generation import generate
 from steering.interventions import Clamp, SteeringError
-from steering.reply_quality import ReplyQuality, harmonic_mean, score_replies
+from steering.reply_quality import ReplyQuality, ScoreCache, harmonic_mean, score_replies
 from steering.steer_hooks import steer
 from tests.steering.conftest import make_sae
 
@@ -129,6 +129,33 @@ def test_concept_mention_and_logprob_gain(model) -> None:
     (none,) = score_replies(model, ["Tell me something interesting."], [about], None, unrelated=UNRELATED[:1])
     assert not none.concept_hit and math.isnan(none.concept_logprob_gain) and math.isnan(none.concept)
     assert none.combined == pytest.approx(harmonic_mean([none.fluency, none.relevance]))
+
+
+@pytest.mark.slow
+def test_a_score_cache_scores_each_reply_once(model, monkeypatch) -> None:
+    import steering.reply_quality as rq
+
+    replies = ["You could roast vegetables with olive oil and rosemary.", "A poem: the sun climbs slowly."]
+    args = (model, QUESTIONS[:2], replies, GOLDEN_GATE)
+    plain = score_replies(*args, unrelated=UNRELATED[:2])
+    cache = ScoreCache()
+    first = score_replies(*args, unrelated=UNRELATED[:2], cache=cache)
+    assert len(cache.relevance) == len(cache.perplexity) == len(cache.concept_gain) == 2
+    for a, b in zip(plain, first, strict=True):
+        assert b.combined == pytest.approx(a.combined, abs=1e-4)
+        assert b.text_perplexity == pytest.approx(a.text_perplexity, rel=1e-4)
+    rows: list[int] = []
+    inner = rq.perplexity
+    monkeypatch.setattr(rq, "perplexity", lambda m, c, x, **k: rows.append(len(x)) or inner(m, c, x, **k))
+    again = score_replies(*args, unrelated=UNRELATED[:2], cache=cache)
+    assert again == first and rows == []  # every measure came from the cache
+    # A repeated reply under a new question: only its relevance is computed (3 rows: own + 2
+    # unrelated); a new concept: only the description's gain (the neutral reference + 1 reply).
+    score_replies(model, [QUESTIONS[2]], replies[:1], GOLDEN_GATE, unrelated=UNRELATED[:2], cache=cache)
+    assert rows == [3]
+    other = _Concept("cooking food in a kitchen", r"cook")
+    score_replies(model, QUESTIONS[:1], replies[:1], other, unrelated=UNRELATED[:2], cache=cache)
+    assert rows == [3, 2]
 
 
 def test_input_errors_name_the_fix(model) -> None:
