@@ -67,6 +67,7 @@ def _golden_gate_section(gg: dict[str, Any], root: Path) -> list[str]:
         f"unsteered {_pct(base['concept_rate'])}; CAA at the clamp's edit size {_pct(caa['concept_rate'])}; "
         f"prompting (\"{prompt.get('instruction', '')}\") {_pct(prompt['concept_rate'])}.",
         "",
+        *_by_rate_line(rows, base),
         "Each method's setting was chosen by the combined score (harmonic mean of concept, fluency and "
         "relevance) on separate selection prompts. Edit size: mean added norm over mean residual norm.",
         "",
@@ -80,6 +81,17 @@ def _golden_gate_section(gg: dict[str, Any], root: Path) -> list[str]:
         "",
     ]
     return lines
+
+
+def _by_rate_line(rows: dict[str, dict[str, Any]], base: dict[str, Any]) -> list[str]:
+    """The clamp chosen by the issue's target rule, when the benchmark chose one."""
+    r = rows.get("clamp_by_rate")
+    if r is None:
+        return []
+    return [f"Chosen instead for the highest mention rate whose text perplexity stays within 2x unsteered "
+            f"(the target rule): x{r['setting']:g} max, {_pct(r['concept_rate'])}, text perplexity "
+            f"{r['text_perplexity_median']:.1f} vs {base['text_perplexity_median']:.1f}, relevance "
+            f"{r['relevance']['point']:.2f} vs {base['relevance']['point']:.2f} unsteered.", ""]
 
 
 def _sycophancy_section(sy: dict[str, Any], root: Path) -> list[str]:

@@ -41,10 +41,11 @@ class BenchmarkConfig:
     """Sizes and settings of one benchmark run (saved as config.json beside the results)."""
 
     concepts: list[str] | None = None  # None: every concept in steering.concepts.CONCEPTS; []: none
-    n_selection: int = 30  # prompts to choose each method's setting on
+    # The defaults are the README's Golden Gate rows (about 9 minutes per concept and SAE on 2 CPU cores)
+    n_selection: int = 12  # prompts to choose each method's setting on
     n_evaluation: int = 60  # held-out prompts the chosen settings are reported on
-    max_new_tokens: int = 48
-    strengths: list[float] = field(default_factory=lambda: [1.0, 2.0, 3.0, 4.0, 6.0])  # clamp, x max activation
+    max_new_tokens: int = 32
+    strengths: list[float] = field(default_factory=lambda: [1.0, 2.0, 3.0])  # clamp, x max activation
     batch_size: int = 16
     seed: int = 0
     out_dir: str = "runs/steer_bench"
@@ -56,7 +57,10 @@ class BenchmarkConfig:
     n_samples: int = 4  # replies shown side by side per concept
     # relevance compares each reply under its question with it under this many unrelated ones (None:
     # all of steering.concepts.UNRELATED_QUESTIONS); each costs one forward per reply, the bulk of scoring
-    n_unrelated: int | None = None
+    n_unrelated: int | None = 4
+    # also evaluate clamp and CAA at the setting with the highest concept rate whose median text
+    # perplexity stays within this many times the unsteered one (issue 14's target); None: skip
+    rate_rule_ppl: float | None = 2.0
     # sycophancy
     sycophancy: bool = True
     n_items: int | None = None  # forced-choice items per split; None: all
@@ -103,7 +107,7 @@ def _prompt_sets(cfg: BenchmarkConfig) -> tuple[list[str], list[str], list[str]]
 def concept_run(cfg: BenchmarkConfig, memo: RunMemo | None = None) -> bc.ConceptRun:
     sel, ev, unrelated = _prompt_sets(cfg)
     return bc.ConceptRun(sel, ev, unrelated, list(cfg.strengths), cfg.gen(), cfg.search, cfg.edit_tolerance,
-                         cfg.resamples, cfg.n_samples, memo or RunMemo())
+                         cfg.resamples, cfg.n_samples, cfg.rate_rule_ppl, memo or RunMemo())
 
 
 def sycophancy_run(cfg: BenchmarkConfig, memo: RunMemo | None = None) -> bs.SycophancyRun:

@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 
     from sae import SparseAutoencoder
 
-METHODS = ("unsteered", "clamp", "caa", "prompting")
 SCORES = ("concept", "fluency", "relevance", "combined")
 
 
@@ -57,6 +56,7 @@ class ConceptRun:
     edit_tolerance: float = 0.05
     resamples: int = 2000
     n_samples: int = 4
+    rate_rule_ppl: float | None = 2.0  # also report clamp/CAA chosen by `by_rate` (None: only by combined)
     memo: RunMemo = field(default_factory=RunMemo)  # shared by every concept and SAE of a run
 
 
@@ -138,26 +138,50 @@ def _sweep(model: TransformerBridge, sae: SparseAutoencoder, concept: Concept, f
     return base_row, clamps, caas, vec
 
 
+def _steered(model: TransformerBridge, sae: SparseAutoencoder, feature: int, vec: Any, kind: str,
+             row: dict[str, Any], q: Sequence[str], cfg: ConceptRun) -> tuple[Measured, float, dict[str, Any]]:
+    """A selection row's setting (a clamp strength, or a CAA scale) applied to the prompts `q`."""
+    if kind == "clamp":
+        return run_generation(model, q, clamp_at(sae, feature, row["setting"]), cfg.gen), row["setting"], \
+            {"feature": feature}
+    return run_generation(model, q, vec.with_scale(row["scale"]), cfg.gen), row["setting"], {"scale": row["scale"]}
+
+
 def _evaluate(model: TransformerBridge, sae: SparseAutoencoder, concept: Concept, feature: int,
               chosen: dict[str, dict[str, Any]], vec: Any, cfg: ConceptRun) -> tuple[list[dict[str, Any]], list[dict]]:
-    """The chosen settings (and unsteered) on the evaluation prompts, with samples side by side."""
+    """The chosen settings (and unsteered) on the evaluation prompts, with samples side by side.
+    `chosen` maps a method ("clamp", "caa", "clamp_by_rate", ...) to its selection row; a setting
+    chosen under two rules is generated once."""
     q = cfg.evaluation
     runs: dict[str, tuple[Measured, float | None, dict[str, Any]]] = {}
     base = unedited_generation(model, sae, q, cfg.gen, cfg.memo)
     require_fluent_unsteered(base, "unsteered (evaluation prompts)")
     runs["unsteered"] = (base, None, {})
-    s = chosen["clamp"]["setting"]
-    runs["clamp"] = (run_generation(model, q, clamp_at(sae, feature, s), cfg.gen), s, {"feature": feature})
-    scale = chosen["caa"]["scale"]
-    runs["caa"] = (run_generation(model, q, vec.with_scale(scale), cfg.gen), chosen["caa"]["setting"],
-                   {"scale": scale})
+    done: dict[tuple[str, float], tuple[Measured, float, dict[str, Any]]] = {}
+    for method in ("clamp", "caa"):
+        done[(method, chosen[method]["setting"])] = runs[method] = _steered(model, sae, feature, vec, method,
+                                                                          chosen[method], q, cfg)
     runs["prompting"] = (unedited_generation(model, sae, _prompted(q, concept), cfg.gen, cfg.memo), None,
                          {"instruction": concept.instruction})
+    for method, row in chosen.items():
+        if method not in runs:
+            kind = method.split("_")[0]
+            key = (kind, row["setting"])
+            runs[method] = done[key] if key in done else _steered(model, sae, feature, vec, kind, row, q, cfg)
     rows = [condition_row(k, setting, m, _score(model, q, m, concept, cfg), cfg, **extra)
             for k, (m, setting, extra) in runs.items()]
-    samples = [{"prompt": q[i], **{k: runs[k][0].replies[i] for k in METHODS}}
+    samples = [{"prompt": q[i], **{k: r[0].replies[i] for k, r in runs.items()}}
                for i in range(min(cfg.n_samples, len(q)))]
     return rows, samples
+
+
+def by_rate(rows: Sequence[dict[str, Any]], base_row: dict[str, Any], ppl_ratio: float) -> dict[str, Any] | None:
+    """Issue 14's target rule: the highest concept rate among the settings whose median text
+    perplexity stays within `ppl_ratio` x the unsteered one (None: no setting does). The combined
+    score also weighs relevance, which this rule ignores; both choices are reported."""
+    limit = ppl_ratio * base_row["text_perplexity_median"]
+    ok = [r for r in rows if r["text_perplexity_median"] <= limit]
+    return best_by(ok, lambda r: r["concept_rate"]["point"]) if ok else None
 
 
 def concept_benchmark(model: TransformerBridge, sae: SparseAutoencoder, concept: Concept,
@@ -175,6 +199,11 @@ def concept_benchmark(model: TransformerBridge, sae: SparseAutoencoder, concept:
     base_row, clamps, caas, vec = _sweep(model, sae, concept, feature, cfg)
     combined = lambda r: r["combined"]["point"]  # noqa: E731
     chosen = {"clamp": best_by(clamps, combined), "caa": best_by(caas, combined)}
+    if cfg.rate_rule_ppl is not None:
+        for method, sweep in (("clamp", clamps), ("caa", caas)):
+            row = by_rate(sweep, base_row, cfg.rate_rule_ppl)
+            if row is not None:
+                chosen[f"{method}_by_rate"] = row
     rows, samples = _evaluate(model, sae, concept, feature, chosen, vec, cfg)
     return {
         "concept": concept.name,
@@ -183,7 +212,8 @@ def concept_benchmark(model: TransformerBridge, sae: SparseAutoencoder, concept:
         "candidates": candidates,
         "selection": {"unsteered": base_row, "clamp": clamps, "caa": caas},
         "chosen": {"clamp_strength": chosen["clamp"]["setting"], "caa_edit_size": chosen["caa"]["setting"],
-                   "caa_scale": chosen["caa"]["scale"]},
+                   "caa_scale": chosen["caa"]["scale"],
+                   **{f"{k}_setting": r["setting"] for k, r in chosen.items() if k.endswith("_by_rate")}},
         "evaluation": rows,
         "samples": samples,
     }

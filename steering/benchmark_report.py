@@ -12,11 +12,16 @@ def _ci(iv: dict[str, float], pct: bool = False) -> str:
 
 
 def _setting(r: dict[str, Any]) -> str:
-    if r["method"] == "clamp":
+    if r["method"].startswith("clamp"):
         return f"x{r['setting']:g} max (feature {r.get('feature')})"
-    if r["method"] == "caa":
+    if r["method"].startswith("caa"):
         return f"scale {r.get('scale', 0):.3g}"
     return ""
+
+
+RATE_RULE = ("`clamp` and `caa`: the setting with the best combined score on the selection prompts; "
+             "`clamp_by_rate` and `caa_by_rate`: the one with the highest concept rate whose median text "
+             "perplexity stays within {ratio:g}x unsteered (the issue's target rule; absent when it picks none).")
 
 
 def concept_table(concepts: dict[str, Any]) -> list[str]:
@@ -76,6 +81,8 @@ def markdown(result: dict[str, Any]) -> str:
              f"new tokens, clamp strengths {cfg['strengths']} x max; CAA at the clamp's measured edit sizes "
              "(mean ||added|| / mean ||residual|| over generated positions); each method's setting chosen by mean "
              f"combined score on the selection prompts. {result['seconds']:.0f} s in all. {result['versions']}.", ""]
+    if cfg.get("rate_rule_ppl") is not None and cfg.get("concepts") != []:
+        lines += [RATE_RULE.format(ratio=cfg["rate_rule_ppl"]), ""]
     for label, res in result["saes"].items():
         lines += [f"## SAE {label}", ""]
         if res["concepts"]:

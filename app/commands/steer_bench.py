@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strengths", default=None, help="clamp strengths, x max activation, e.g. 1,2,4")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--unrelated", type=int, default=None, dest="n_unrelated",
-                   help="unrelated questions per reply for the relevance score (default: all; each costs a forward)")
+                   help="unrelated questions per reply for the relevance score (default 4; each costs a forward)")
     p.add_argument("--no-sycophancy", action="store_true", help="skip the sycophancy measurements")
     p.add_argument("--model", default=None, help="model name (default: the one the SAE was trained on)")
     p.add_argument("--device", default=None, help="cpu | cuda | mps")

@@ -44,13 +44,15 @@ def test_results_have_intervals_and_files(bench) -> None:
     res = result["saes"]["seed0"]
     assert set(res["concepts"]) == {"golden_gate", "cooking"}
     for c in res["concepts"].values():
-        assert [r["method"] for r in c["evaluation"]] == ["unsteered", "clamp", "caa", "prompting"]
+        methods = [r["method"] for r in c["evaluation"]]
+        assert methods[:4] == ["unsteered", "clamp", "caa", "prompting"]
+        assert set(methods[4:]) <= {"clamp_by_rate", "caa_by_rate"}
         for r in c["evaluation"]:
             assert r["n"] == cfg.n_evaluation
             for name in ("concept_rate", "concept", "fluency", "relevance", "combined"):
                 assert _iv_ok(r[name]), (r["method"], name, r[name])
             assert r["text_perplexity_median"] > 1
-        assert c["samples"] and set(c["samples"][0]) == {"prompt", "unsteered", "clamp", "caa", "prompting"}
+        assert c["samples"] and set(c["samples"][0]) == {"prompt", *methods}
     syc = res["sycophancy"]
     assert [r["method"] for r in syc["forced_choice"]] == ["unsteered", "clamp", "caa", "prompting"]
     for r in syc["forced_choice"]:
@@ -102,6 +104,17 @@ def test_a_rerun_keeps_finished_saes_and_reruns_changed_ones(bench, model, monke
     assert calls == ["ran"]  # same label, other weights: run again
     run_benchmark(model, [("seed0", make_sae("relu"))], replace(cfg, n_evaluation=cfg.n_evaluation + 1))
     assert calls == ["ran", "ran"]  # another config: nothing kept
+
+
+def test_the_rate_rule_picks_the_highest_rate_within_the_perplexity_bound() -> None:
+    def row(setting: float, rate: float, ppl: float) -> dict:
+        return {"setting": setting, "concept_rate": {"point": rate}, "text_perplexity_median": ppl, "edit_size": setting}
+
+    base = row(0, 0.0, 5.0)
+    sweep = [row(1, 0.1, 6.0), row(2, 0.6, 9.9), row(3, 0.9, 10.1)]
+    assert bc.by_rate(sweep, base, 2.0)["setting"] == 2  # x3 rates higher but its perplexity is 2.02x
+    assert bc.by_rate(sweep, base, 3.0)["setting"] == 3
+    assert bc.by_rate(sweep, base, 1.1) is None
 
 
 def test_selection_and_evaluation_prompts_are_disjoint(tmp_path, monkeypatch) -> None:
