@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--d-sae", type=int, default=4608)
     p.add_argument("--k", type=int, default=32)
     p.add_argument("--out", default="runs/steer_quality")
-    p.add_argument("--concepts", default=None, help="comma-separated (default: all)")
+    p.add_argument("--concepts", default=None, help="comma-separated (default: all; 'none': sycophancy only)")
     p.add_argument("--fast", action="store_true", help="a smoke run: small SAEs, 2 concepts, few prompts")
     p.add_argument("--no-sycophancy", action="store_true")
     p.add_argument("--device", default=None)
@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         args.cache_tokens, args.train_tokens, args.d_sae = min(args.cache_tokens, 24_000), min(args.train_tokens, 200_000), 1152
     over: dict = {"out_dir": str(Path(args.out) / "bench")}
     if args.concepts:
-        over["concepts"] = [c.strip() for c in args.concepts.split(",") if c.strip()]
+        names = [c.strip() for c in args.concepts.split(",") if c.strip()]
+        over["concepts"] = [] if names == ["none"] else names
     if args.no_sycophancy:
         over["sycophancy"] = False
     cfg = BenchmarkConfig.fast(**over) if args.fast else BenchmarkConfig(**over)
