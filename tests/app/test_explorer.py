@@ -125,7 +125,13 @@ def test_live_text(demo, monkeypatch):
     _ok(at)
     html = _html(at)
     assert "saekit-skip" in html and "add" in html  # BOS shown as not encoded, the text's tokens highlighted
-    assert len(at.dataframe) == 1
+    assert len(at.dataframe) == 2  # top features per token; what drives the next token
+    drivers = at.dataframe[1].value
+    assert len(drivers) == 10 and (drivers["effect of ablating"] != 0).all()
+    assert not (drivers["pos"] == 0).any()  # BOS is not spliced, so never a driver
+    at.text_input(key="live_target").set_value(" sum").run()
+    _ok(at)
+    assert any("' sum'" in m.value for m in at.markdown)
 
 
 def test_steering_playground(demo, monkeypatch):

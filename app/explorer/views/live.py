@@ -1,4 +1,5 @@
-"""Live text: type text, see one feature's activation on every token and the top features per token.
+"""Live text: type text, see one feature's activation on every token, the top features per token, and
+which (token, feature) pairs drive the next-token logit (`sae.attribute`).
 
 The model and the SAE are loaded once per server (`st.cache_resource`) and checked against the
 database (same SAE, same hook), so live values are comparable with the stored examples.
@@ -58,3 +59,27 @@ for p, tok in enumerate(acts.tokens):
         "top features": "  ".join(f"#{j} ({v:.2g})" for j, v in tops) or ("(not encoded)" if acts.skipped[p] else "-"),
     })
 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
+st.subheader("What drives the next token")
+st.caption("Gradient x activation of the next token's logit at every (token, feature) of the SAE, spliced in with "
+           "its error term: the first-order estimate of what zero-ablating that feature there would change. "
+           "Tokens shown as not encoded are not spliced and get none.")
+target = st.text_input("Next token to explain (empty: the model's top prediction)", value="", key="live_target")
+try:
+    if not target:
+        import torch
+
+        with torch.no_grad():
+            target = model.tokenizer.decode([int(model(model.to_tokens(text))[0, -1].argmax())])
+    result = sae.attribute(model, sae_obj, text, sae.logit_metric(model, target))
+except Exception as e:  # a page never shows a traceback
+    st.error(f"Could not attribute {target!r}: {type(e).__name__}: {e}")
+    st.stop()
+st.markdown(f"logit of **{target!r}** after the text: {result.metric:.3g}")
+drivers = [{"pos": p, "token": repr(tok), "feature": f, "effect of ablating": round(e, 4)}
+           for p, tok, f, e in result.top(10)]
+st.dataframe(pd.DataFrame(drivers), hide_index=True, width="stretch")
+cols = st.columns(5)
+for k, d in enumerate(drivers):
+    cols[k % 5].page_link("views/feature.py", label=f"#{d['feature']} at {d['token']}",
+                          query_params={"feature": d["feature"]})
