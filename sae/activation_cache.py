@@ -31,7 +31,7 @@ from sae.config import CacheConfig, to_dict
 from sae.devices import parse_dtype
 from sae.distributed import DistInfo, barrier, init_distributed, release
 from sae.extract import ActivationExtractor
-from sae.model import load_model
+from sae.model import hf_module_of, load_model
 from sae.shards import (
     FORMAT,
     MANIFEST,
@@ -278,6 +278,7 @@ class _CacheRun:
             "bos_token_id": self.bos_sep[0],
             "separator_token_id": self.bos_sep[1],
             "special_token_ids": self.extractor.special_ids.tolist(),
+            "hf_modules": {h: hf_module_of(self.extractor.model, h) for h in hooks},  # SAELens's hf_hook_name
             "fingerprint": self.fingerprint,
             "world_size": self.dist.world_size,
             "config": to_dict(cfg),

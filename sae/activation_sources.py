@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,6 +28,7 @@ import torch
 
 from sae.config import DataConfig, StoreConfig, to_dict
 from sae.manifest import CacheManifest
+from sae.model import hf_module_of
 from sae.shards import CacheError, acts_key, check_shard
 
 __all__ = ["ActivationSource", "CacheSource", "ModelSource", "StoreError"]
@@ -64,6 +65,7 @@ class ActivationSource(Protocol):
     fingerprint: str | None  # identifies a cache's contents (None: computed on the fly)
     prefetch: bool  # cheap to read the next buffer in a background thread while one is consumed
     epoch_tokens: int | None  # training tokens per epoch (None until an epoch has been seen)
+    provenance: dict[str, Any]  # how the activations were made, for the checkpoint's metadata
 
     def arrange(self, buffer_tokens: int, seed: int, shuffle: bool) -> None:
         """Lay epochs out in buffers of ~`buffer_tokens` for this seed (also on resume)."""
@@ -79,6 +81,30 @@ class ActivationSource(Protocol):
 
 
 # --------------------------------------------------------------------------- from a cache
+
+
+def inputs_provenance(data: Mapping[str, Any], token_filter: Mapping[str, Any], hf_module: str | None,
+                      model_dtype: str | None = None) -> dict[str, Any]:
+    """What a consumer of the SAE needs to reproduce its inputs, under SAELens's metadata names
+    where SAELens has one (`dataset_path`, `exclude_special_tokens`, `hf_hook_name`, ...)."""
+    return {
+        "dataset_path": data.get("source"),
+        "dataset": dict(data),
+        "context_size": data.get("context_size"),
+        "prepend_bos": True,
+        "exclude_special_tokens": bool(token_filter.get("exclude_special_tokens", True)),
+        # positions whose norm exceeds this x their row's median were dropped (massive activations)
+        "max_norm_ratio": token_filter.get("max_norm_ratio"),
+        "hf_hook_name": hf_module,
+        "model_from_pretrained_kwargs": {"dtype": model_dtype} if model_dtype else {},
+    }
+
+
+def cache_provenance(manifest: CacheManifest, hook: str) -> dict[str, Any]:
+    cfg = manifest.config
+    out = inputs_provenance(cfg.get("data") or {}, cfg.get("token_filter") or {},
+                            (manifest.hf_modules or {}).get(hook), (cfg.get("model") or {}).get("dtype"))
+    return {**out, "activation_cache_fingerprint": manifest.fingerprint}
 
 
 class CacheSource:
@@ -106,6 +132,7 @@ class CacheSource:
                 f"{self.total} tokens for {hook}"
             )
         self.epoch_tokens: int | None = self.total - held
+        self.provenance = cache_provenance(manifest, hook)
         self._handles: OrderedDict[int, Any] = OrderedDict()
         self._verified: set[int] = set()
         self._lock = threading.Lock()  # the prefetch thread reads too
@@ -233,6 +260,7 @@ class ModelSource:
         self._cache: dict[tuple[int, int], torch.Tensor | None] = {}
         self._epoch_count: dict[int, int] = {}
         self.d_in = int(self.normalization_sample().shape[-1])
+        self.provenance = inputs_provenance(to_dict(data), to_dict(cfg.token_filter), hf_module_of(model, self.hook))
 
     def arrange(self, buffer_tokens: int, seed: int, shuffle: bool) -> None:
         # the store shuffles within a buffer; the rows of a buffer do not depend on the seed

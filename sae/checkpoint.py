@@ -78,8 +78,12 @@ def save_sae(
     *,
     normalization_scale: float | None = None,
     extra: dict[str, Any] | None = None,
+    inputs: dict[str, Any] | None = None,
 ) -> Path:
-    """Write `sae` to `path/` (created) with the normalisation scale folded in. Returns the folder."""
+    """Write `sae` to `path/` (created) with the normalisation scale folded in. Returns the folder.
+    `inputs`: how its training activations were made (dataset, token filter, HF module, ...; the
+    trainer passes its store's provenance), merged into the SAELens metadata with the model's
+    identity (`sae.embedded.model_identity`)."""
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     arch, tensors, extra_cfg = sae.export()
@@ -100,6 +104,8 @@ def save_sae(
         "prepend_bos": True,
         "sae_lens_version": SAELENS_LAYOUT_VERSION,
         "sae_lens_training_version": None,
+        **_model_identity(cfg.model_name),
+        **{k: v for k, v in (inputs or {}).items() if k not in ("model_name", "hook_name")},
     }
     doc: dict[str, Any] = {
         "architecture": arch,
@@ -127,6 +133,18 @@ def save_sae(
     atomic_write_bytes(out / WEIGHTS_FILE, save(tensors))
     atomic_write_json(out / CFG_FILE, doc)
     return out
+
+
+def _model_identity(name: str) -> dict[str, Any]:
+    """The model's identity for the metadata; without the embedded GGUF at hand (an SAE saved on
+    another machine), its name and a note that the file could not be hashed."""
+    from sae.embedded import EmbeddedModelError, model_identity
+
+    try:
+        return {k: v for k, v in model_identity(name).items() if k != "model_name"}
+    except EmbeddedModelError as e:
+        log.warning("could not identify the model file of %r for cfg.json: %s", name, e)
+        return {"model_source": "gguf", "gguf_sha256": None}
 
 
 # --------------------------------------------------------------------------- load

@@ -116,3 +116,28 @@ def embedded_model_dir() -> Path:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
     return target
+
+
+HUB_ORIGIN = "HuggingFaceTB/SmolLM2-135M-Instruct"
+_SHA256: dict[Path, str] = {}
+
+
+def model_identity(name: str) -> dict[str, str | None]:
+    """What a checkpoint records of the model its activations came from. The embedded default is
+    not the hub checkpoint: it is the Q4_1 GGUF dequantised, so the file and its sha256 are named."""
+    if not is_embedded(name):
+        return {"model_name": name, "model_source": "transformers"}  # a hub id or a local directory
+    gguf = find_gguf(download=False)
+    if gguf not in _SHA256:
+        import hashlib
+
+        h = hashlib.sha256()
+        with gguf.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+        _SHA256[gguf] = h.hexdigest()
+    return {"model_name": EMBEDDED_NAMES[0], "model_source": "gguf", "gguf_package": GGUF_PACKAGE,
+            "gguf_file": GGUF_FILE, "gguf_sha256": _SHA256[gguf],
+            "model_note": f"{HUB_ORIGIN} quantised to Q4_1 and dequantised to float32: its activations "
+                          "differ from the hub checkpoint's"}
+

@@ -44,6 +44,7 @@ class CacheManifest:
     hook_stats: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     world_size: int = 1
     config: Mapping[str, Any] = field(default_factory=dict)  # the full CacheConfig that wrote it
+    hf_modules: Mapping[str, str | None] = field(default_factory=dict)  # hook -> transformers module it reads
 
     @classmethod
     def read(cls, cache_dir: str | Path) -> CacheManifest:
@@ -84,6 +85,7 @@ class CacheManifest:
             hook_stats=_optional(doc, "hook_stats", dict, where) or {},
             world_size=_optional(doc, "world_size", int, where) or 1,
             config=_optional(doc, "config", dict, where) or {},
+            hf_modules=_optional(doc, "hf_modules", dict, where) or {},
         )
 
     # ------------------------------------------------------------------ questions

@@ -12,7 +12,7 @@ import difflib
 import logging
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -111,6 +111,26 @@ def validate_hook(model: TransformerBridge, hook: str) -> str:
     raise HookError(
         f"unknown hook {hook!r}{hint}. List them all with `saekit hooks` or sae.list_hooks(model)"
     )
+
+
+def hf_module_of(model: TransformerBridge, hook: str) -> str | None:
+    """The transformers module whose OUTPUT the hook reads (`blocks.15.hook_resid_post` ->
+    `model.layers.15`, `blocks.15.hook_mlp_out` -> `model.layers.15.mlp`; SAELens's
+    `hf_hook_name`), or None for a hook that is not a module's output."""
+    canonical = model.hook_dict[validate_hook(model, hook)].name or hook
+    *parts, last = canonical.split(".")
+    if last != "hook_out" or not parts:
+        return None
+    obj: Any = model
+    path = ""
+    for part in parts:
+        obj = obj[int(part)] if part.isdigit() else getattr(obj, part, None)
+        name = getattr(obj, "name", None)
+        if obj is None:
+            return None
+        if isinstance(name, str) and name:
+            path = name if not path or name.startswith("model.") else f"{path}.{name}"
+    return path or None
 
 
 def stop_layer(hooks: list[str], model: TransformerBridge) -> int | None:

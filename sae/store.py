@@ -55,6 +55,7 @@ class ActivationStore:
         self.hook = source.hook
         self._src = source
         self.d_in: int = source.d_in
+        self.provenance: dict[str, Any] = dict(getattr(source, "provenance", {}) or {})
         self.device = pick_device(cfg.device)
         self.dtype = parse_dtype(cfg.dtype)
         self.seed = cfg.seed

@@ -69,10 +69,11 @@ class SAESlot:
             self.sae.b_dec.copy_(init_b_dec(x, b_dec_init).to(self.sae.b_dec.dtype))
         self.sae.init_from_data(x)
 
-    def export(self, scale: float | None, tokens: int, steps: int) -> Path:
-        """Save the SAE for inference (scale folded in) into its out_dir, with the run's counts."""
+    def export(self, scale: float | None, tokens: int, steps: int, inputs: dict[str, Any] | None = None) -> Path:
+        """Save the SAE for inference (scale folded in) into its out_dir, with the run's counts and
+        `inputs`, how its activations were made (the store's provenance)."""
         extra = {"train": {"tokens": tokens, "steps": steps, "name": self.name}}
-        save_sae(self.sae, self.out_dir, normalization_scale=scale, extra=extra)
+        save_sae(self.sae, self.out_dir, normalization_scale=scale, extra=extra, inputs=inputs)
         return self.out_dir
 
     # ------------------------------------------------------------------ checkpoint part

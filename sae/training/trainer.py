@@ -337,6 +337,7 @@ class Trainer:
     def _export(self, streams: Mapping[str, Any]) -> list[Path]:
         if self.dist.is_main:
             for slot in self.slots:
-                slot.export(self._scale_for(slot.stream, streams), self.tokens_seen, self.step_idx)
+                inputs = getattr(streams.get(slot.stream), "provenance", None)
+                slot.export(self._scale_for(slot.stream, streams), self.tokens_seen, self.step_idx, inputs)
         ddp.barrier(self.dist)
         return [slot.out_dir for slot in self.slots]

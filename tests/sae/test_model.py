@@ -91,3 +91,11 @@ def test_unknown_model_name():
 def test_pick_device_prefers_available():
     assert sae.pick_device(None).type in ("cuda", "mps", "cpu")
     assert sae.pick_device("cpu").type == "cpu"
+
+
+def test_hf_module_of_names_the_transformers_module_a_hook_reads(model) -> None:
+    from sae.model import hf_module_of
+
+    assert hf_module_of(model, "blocks.15.hook_resid_post") == "model.layers.15"
+    assert hf_module_of(model, "blocks.15.hook_mlp_out") == "model.layers.15.mlp"
+    assert hf_module_of(model, "blocks.3.ln2.hook_normalized") is None  # not a module's output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -246,6 +247,15 @@ def test_cli_trains_on_a_real_cache_and_folds_normalisation(model, tmp_path: Pat
     sae = load_sae(out)
     assert sae.cfg.hook_name == "blocks.2.hook_resid_post" and sae.cfg.d_in == 576
     assert json.loads((out / "train_config.json").read_text())["cache_dir"] == str(cache)
+    # cfg.json says how the inputs were made and which model file they came from (issue 17)
+    meta = json.loads((out / "cfg.json").read_text())["metadata"]
+    assert meta["dataset_path"] == str(corpus) and meta["context_size"] == 64 and meta["prepend_bos"] is True
+    assert meta["exclude_special_tokens"] is True and meta["max_norm_ratio"] == 10.0
+    assert meta["hf_hook_name"] == "model.layers.2" and meta["model_from_pretrained_kwargs"] == {"dtype": "float32"}
+    from sae.embedded import find_gguf
+
+    assert meta["model_source"] == "gguf" and meta["gguf_sha256"] == hashlib.sha256(find_gguf().read_bytes()).hexdigest()
+    assert "differ from the hub checkpoint" in meta["model_note"]
     raw = next(iter(ActivationStore.from_cache(cache, cfg=StoreConfig(batch_size=1024, normalize=False, shuffle=False))))
     assert float(raw.norm(dim=1).mean()) > 2 * 576**0.5 or float(raw.norm(dim=1).mean()) < 0.5 * 576**0.5  # scale matters
     with torch.no_grad():
