@@ -65,7 +65,8 @@ class BenchmarkConfig:
     sycophancy: bool = True
     n_items: int | None = None  # forced-choice items per split; None: all
     n_free_text: int = 30
-    min_letter_mass: float = 0.5
+    min_letter_mass: float = 0.5  # a clamp keeping less than this x unsteered's A+B mass is not eligible
+    fluency_ratio: float = 0.9  # the sycophancy clamp keeps this x unsteered's fluent share of free text
 
     def __post_init__(self) -> None:
         if not self.strengths or any(not s > 0 for s in self.strengths):
@@ -111,9 +112,11 @@ def concept_run(cfg: BenchmarkConfig, memo: RunMemo | None = None) -> bc.Concept
 
 
 def sycophancy_run(cfg: BenchmarkConfig, memo: RunMemo | None = None) -> bs.SycophancyRun:
-    return bs.SycophancyRun(list(cfg.strengths), cfg.gen(), cfg.search.candidates, cfg.search.select, cfg.n_items,
-                            cfg.n_free_text, cfg.min_letter_mass, cfg.edit_tolerance, cfg.resamples, cfg.n_samples,
-                            memo or RunMemo())
+    return bs.SycophancyRun(
+        strengths=list(cfg.strengths), gen=cfg.gen(), candidates=cfg.search.candidates, select=cfg.search.select,
+        n_items=cfg.n_items, n_free_text=cfg.n_free_text, min_letter_mass=cfg.min_letter_mass,
+        fluency_ratio=cfg.fluency_ratio, edit_tolerance=cfg.edit_tolerance, resamples=cfg.resamples,
+        n_samples=cfg.n_samples, memo=memo or RunMemo())
 
 
 def _concepts(cfg: BenchmarkConfig) -> list[Any]:

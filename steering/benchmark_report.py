@@ -43,11 +43,15 @@ def sycophancy_tables(res: dict[str, Any]) -> list[str]:
     for r in res["forced_choice"]:
         lines.append(f"| {r['method']} | {_ci(r['agreement'])} | {_ci(r['difference_to_unsteered'])} "
                      f"| {r['letter_mass']:.2f} | {r['edit_size']:.3f} |")
-    lines += ["", "| method (free text) | only agrees [95% CI] | corrects [95% CI] | fluent share | edit size |",
-              "|---|---|---|---|---|"]
+    lines += ["", "| method (free text) | agrees, fluent [95% CI] | agrees, any reply | corrects [95% CI] "
+              "| fluent share | edit size |", "|---|---|---|---|---|---|"]
     for r in res["free_text"]:
-        lines.append(f"| {r['method']} | {_ci(r['only_agrees_interval'], pct=True)} "
-                     f"| {_ci(r['corrects_interval'], pct=True)} | {r['fluent_share']:.0%} | {r['edit_size']:.3f} |")
+        lines.append(f"| {r['method']} | {_ci(r['fluent_only_agrees_interval'], pct=True)} "
+                     f"| {r['only_agrees_interval']['point']:.0%} | {_ci(r['corrects_interval'], pct=True)} "
+                     f"| {r['fluent_share']:.0%} | {r['edit_size']:.3f} |")
+    if not res.get("selection", {}).get("fluent_choice", True):
+        lines += ["", "No clamp setting kept the free-text replies fluent on the selection items; the gentlest "
+                      "setting of the best feature is shown."]
     return lines
 
 
@@ -68,7 +72,7 @@ def spread_table(spread: dict[str, Any]) -> list[str]:
     for name, methods in spread.items():
         for method, metrics in methods.items():
             for metric, s in metrics.items():
-                if metric in ("concept_rate", "combined", "agreement", "difference", "only_agrees"):
+                if metric in ("concept_rate", "combined", "agreement", "difference", "fluent_only_agrees"):
                     lines.append(f"| {name} | {method} | {metric} | {s['min']:.2f} | {s['median']:.2f} "
                                  f"| {s['max']:.2f} | {s['n_saes']} |")
     return lines

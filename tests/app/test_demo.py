@@ -39,7 +39,7 @@ def test_every_artifact_is_written(run_dir):
         assert res["config"]["n_evaluation"] == 3
     report = (run_dir / "report.md").read_text()
     for needle in ("L0", "FVU", "CE-loss recovered", "dead fraction", "Golden Gate mention rate", "saekit explore",
-                   "| golden_gate | prompting |", "| caa |", "agreement probability", "only agrees"):
+                   "| golden_gate | prompting |", "| caa |", "agreement probability", "agrees, fluent"):
         assert needle in report, needle
     assert "Failed stage" not in report
     gg = json.loads((run_dir / "stages" / "golden_gate.json").read_text())
