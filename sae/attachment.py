@@ -70,7 +70,7 @@ class Attached:
             self.slots.append(_Slot(s, hook))
         self._recording: dict[str, Tensor] | None = None
         self._tokens: Tensor | None = None
-        self._stack: contextlib.ExitStack | None = None
+        self._hooks: Any = None  # the model's hook context while the block runs
 
     # ------------------------------------------------------------------ names
 
@@ -189,15 +189,14 @@ class Attached:
     # ------------------------------------------------------------------ context
 
     def __enter__(self) -> Attached:
-        stack = contextlib.ExitStack()
-        stack.enter_context(self.model.hooks(fwd_hooks=[(slot.hook, self._splice_fn(slot)) for slot in self.slots]))
-        self._stack = stack
+        self._hooks = self.model.hooks(fwd_hooks=[(slot.hook, self._splice_fn(slot)) for slot in self.slots])
+        self._hooks.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self._stack is not None:
-            self._stack.close()
-            self._stack = None
+        hooks, self._hooks = self._hooks, None
+        if hooks is not None:
+            hooks.__exit__(*exc)
 
 
 def attached(model: TransformerBridge, saes: SparseAutoencoder | Sequence[SparseAutoencoder], *,
