@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -126,22 +126,35 @@ def _concepts(cfg: BenchmarkConfig) -> list[Any]:
 
 
 def benchmark_sae(model: TransformerBridge, sae: SparseAutoencoder, cfg: BenchmarkConfig,
-                  memo: RunMemo | None = None) -> dict[str, Any]:
+                  memo: RunMemo | None = None, partial: dict[str, Any] | None = None,
+                  save: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Every concept (and sycophancy) on one SAE; features are found afresh for it. `memo` carries
-    what does not depend on the SAE's features from one SAE to the next."""
+    what does not depend on the SAE's features from one SAE to the next; `partial`, this SAE's
+    unfinished results from an earlier run (its finished concepts are kept); `save` is called
+    with the results after every concept, so a stopped run loses one concept at most."""
     memo = memo or RunMemo()
     run = concept_run(cfg, memo)
-    out: dict[str, Any] = {"fingerprint": fingerprint(sae), "concepts": {}, "seconds": {}}
+    fp = fingerprint(sae)
+    out: dict[str, Any] = {"fingerprint": fp, "concepts": {}, "seconds": {}, "complete": False}
+    if partial and partial.get("fingerprint") == fp:
+        out.update({k: dict(partial.get(k) or {}) for k in ("concepts", "seconds")})
+        out.update({k: partial[k] for k in ("sycophancy",) if k in partial})
     for concept in _concepts(cfg):
+        if concept.name in out["concepts"]:
+            log.info("concept %s: finished in an earlier run, kept", concept.name)
+            continue
         t = time.perf_counter()
         log.info("concept %s", concept.name)
         out["concepts"][concept.name] = bc.concept_benchmark(model, sae, concept, run)
         out["seconds"][concept.name] = time.perf_counter() - t
-    if cfg.sycophancy:
+        if save is not None:
+            save(out)
+    if cfg.sycophancy and "sycophancy" not in out:
         t = time.perf_counter()
         log.info("sycophancy")
         out["sycophancy"] = bs.sycophancy_benchmark(model, sae, sycophancy_run(cfg, memo))
         out["seconds"]["sycophancy"] = time.perf_counter() - t
+    out["complete"] = True
     return out
 
 
@@ -205,17 +218,21 @@ def run_benchmark(model: TransformerBridge, saes: Sequence[tuple[str, SparseAuto
     done = _finished(out, cfg)
     result: dict[str, Any] = {"config": asdict(cfg), "versions": versions_line(), "saes": {}, "seconds": 0.0}
     memo = RunMemo()
+    def write(label: str, entry: dict[str, Any]) -> None:
+        result["saes"][label] = entry
+        result["spread"] = spread_over_saes(result["saes"])
+        atomic_write_json(out / "results.json", result)  # after every concept: a long run keeps what it finished
+
     for label, sae in saes:
-        if done.get(label, {}).get("fingerprint") == fingerprint(sae):
+        earlier = done.get(label, {})
+        if earlier.get("fingerprint") == fingerprint(sae) and earlier.get("complete", True):
             log.info("SAE %s: finished in %s already, kept", label, out / "results.json")
-            result["saes"][label] = done[label]
-            result["seconds"] += sum(done[label].get("seconds", {}).values())
+            entry = earlier
         else:
             log.info("SAE %s", label)
-            t = time.perf_counter()
-            result["saes"][label] = benchmark_sae(model, sae, cfg, memo)
-            result["seconds"] += time.perf_counter() - t
-        result["spread"] = spread_over_saes(result["saes"])
-        atomic_write_json(out / "results.json", result)  # after every SAE: a long run keeps what it finished
+            entry = benchmark_sae(model, sae, cfg, memo, partial=earlier,
+                                  save=lambda e, label=label: write(label, e))
+        result["seconds"] += sum(entry.get("seconds", {}).values())
+        write(label, entry)
     atomic_write_text(out / "results.md", markdown(result))
     return result

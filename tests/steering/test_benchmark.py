@@ -94,7 +94,7 @@ def test_a_rerun_keeps_finished_saes_and_reruns_changed_ones(bench, model, monke
     (tmp_path / "again").mkdir()
     shutil.copy(f"{bench[0].out_dir}/results.json", tmp_path / "again" / "results.json")
     calls: list[str] = []
-    monkeypatch.setattr(sb, "benchmark_sae", lambda m, s, c, memo=None: calls.append("ran") or
+    monkeypatch.setattr(sb, "benchmark_sae", lambda m, s, c, memo=None, **kw: calls.append("ran") or
                         {**result["saes"]["seed0"], "fingerprint": sb.fingerprint(s)})
     again = run_benchmark(model, [("seed0", make_sae("relu"))], cfg)  # the same weights (seeded)
     assert calls == [] and again["saes"] == result["saes"]
@@ -104,6 +104,33 @@ def test_a_rerun_keeps_finished_saes_and_reruns_changed_ones(bench, model, monke
     assert calls == ["ran"]  # same label, other weights: run again
     run_benchmark(model, [("seed0", make_sae("relu"))], replace(cfg, n_evaluation=cfg.n_evaluation + 1))
     assert calls == ["ran", "ran"]  # another config: nothing kept
+
+
+def test_a_stopped_run_keeps_its_finished_concepts(bench, model, monkeypatch, tmp_path) -> None:
+    import steering.benchmark as sb
+
+    cfg, result = bench
+    cfg = replace(cfg, out_dir=str(tmp_path / "partial"))
+    finished = result["saes"]["seed0"]
+    done = {"golden_gate": finished["concepts"]["golden_gate"]}
+    ran: list[str] = []
+
+    def concept(m, s, c, run):
+        ran.append(c.name)
+        if c.name == "cooking":
+            raise KeyboardInterrupt  # the run is stopped during its second concept
+        return done[c.name]
+
+    monkeypatch.setattr(sb.bc, "concept_benchmark", concept)
+    with pytest.raises(KeyboardInterrupt):
+        run_benchmark(model, [("seed0", make_sae("relu"))], cfg)
+    kept = json.load(open(tmp_path / "partial" / "results.json"))["saes"]["seed0"]
+    assert list(kept["concepts"]) == ["golden_gate"] and kept["complete"] is False
+    monkeypatch.setattr(sb.bc, "concept_benchmark", lambda m, s, c, run: ran.append(c.name) or finished["concepts"][c.name])
+    monkeypatch.setattr(sb.bs, "sycophancy_benchmark", lambda m, s, run: finished["sycophancy"])
+    again = run_benchmark(model, [("seed0", make_sae("relu"))], cfg)
+    assert ran == ["golden_gate", "cooking", "cooking"]  # golden_gate was not run again
+    assert again["saes"]["seed0"]["complete"] is True and set(again["saes"]["seed0"]["concepts"]) == {"golden_gate", "cooking"}
 
 
 def test_the_rate_rule_picks_the_highest_rate_within_the_perplexity_bound() -> None:
