@@ -96,17 +96,7 @@ def save_sae(
         tensors["W_dec"] = tensors["W_dec"] / scale
         tensors["b_dec"] = tensors["b_dec"] / scale
     cfg = sae.cfg
-    metadata = {
-        "model_name": cfg.model_name,
-        "hook_name": cfg.hook_name,
-        "hook_head_index": None,
-        "context_size": cfg.context_size,
-        "prepend_bos": True,
-        "sae_lens_version": SAELENS_LAYOUT_VERSION,
-        "sae_lens_training_version": None,
-        **_model_identity(cfg.model_name),
-        **{k: v for k, v in (inputs or {}).items() if k not in ("model_name", "hook_name")},
-    }
+    metadata = _metadata(cfg, inputs)
     doc: dict[str, Any] = {
         "architecture": arch,
         "d_in": cfg.d_in,
@@ -133,6 +123,21 @@ def save_sae(
     atomic_write_bytes(out / WEIGHTS_FILE, save(tensors))
     atomic_write_json(out / CFG_FILE, doc)
     return out
+
+
+def _metadata(cfg: SAEConfig, inputs: dict[str, Any] | None) -> dict[str, Any]:
+    """cfg.json's "metadata": SAELens's fields, the model's identity and how the inputs were made."""
+    return {
+        "model_name": cfg.model_name,
+        "hook_name": cfg.hook_name,
+        "hook_head_index": None,
+        "context_size": cfg.context_size,
+        "prepend_bos": True,
+        "sae_lens_version": SAELENS_LAYOUT_VERSION,
+        "sae_lens_training_version": None,
+        **_model_identity(cfg.model_name),
+        **{k: v for k, v in (inputs or {}).items() if k not in ("model_name", "hook_name")},
+    }
 
 
 def _model_identity(name: str) -> dict[str, Any]:
