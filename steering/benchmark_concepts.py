@@ -119,8 +119,7 @@ def _sweep(model: TransformerBridge, sae: SparseAutoencoder, concept: Concept, f
            cfg: ConceptRun) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]], Any]:
     """Selection prompts: unsteered, the clamp at each strength, CAA at each clamp's edit size."""
     q = cfg.selection
-    base = unedited_generation(model, sae, q, cfg.gen, cfg.memo)
-    require_fluent_unsteered(base, "unsteered (selection prompts)")
+    base = unedited_generation(model, sae, q, cfg.gen, cfg.memo)  # checked by concept_benchmark already
     base_row = condition_row("unsteered", None, base, _score(model, q, base, concept, cfg), cfg)
     clamps = []
     for s in cfg.strengths:
@@ -157,17 +156,18 @@ def _evaluate(model: TransformerBridge, sae: SparseAutoencoder, concept: Concept
     base = unedited_generation(model, sae, q, cfg.gen, cfg.memo)
     require_fluent_unsteered(base, "unsteered (evaluation prompts)")
     runs["unsteered"] = (base, None, {})
-    done: dict[tuple[str, float], tuple[Measured, float, dict[str, Any]]] = {}
-    for method in ("clamp", "caa"):
-        done[(method, chosen[method]["setting"])] = runs[method] = _steered(model, sae, feature, vec, method,
-                                                                          chosen[method], q, cfg)
+    generated: dict[tuple[str, float], tuple[Measured, float, dict[str, Any]]] = {}
+
+    def at(method: str) -> tuple[Measured, float, dict[str, Any]]:
+        kind, row = method.split("_")[0], chosen[method]
+        if (kind, row["setting"]) not in generated:
+            generated[(kind, row["setting"])] = _steered(model, sae, feature, vec, kind, row, q, cfg)
+        return generated[(kind, row["setting"])]
+
+    runs["clamp"], runs["caa"] = at("clamp"), at("caa")
     runs["prompting"] = (unedited_generation(model, sae, _prompted(q, concept), cfg.gen, cfg.memo), None,
                          {"instruction": concept.instruction})
-    for method, row in chosen.items():
-        if method not in runs:
-            kind = method.split("_")[0]
-            key = (kind, row["setting"])
-            runs[method] = done[key] if key in done else _steered(model, sae, feature, vec, kind, row, q, cfg)
+    runs.update({method: at(method) for method in chosen if method not in runs})
     rows = [condition_row(k, setting, m, _score(model, q, m, concept, cfg), cfg, **extra)
             for k, (m, setting, extra) in runs.items()]
     samples = [{"prompt": q[i], **{k: r[0].replies[i] for k, r in runs.items()}}
