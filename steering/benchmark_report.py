@@ -78,13 +78,18 @@ def spread_table(spread: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _seconds(result: dict[str, Any]) -> float:
+    """Time spent on what the results hold (a stopped run's finished concepts included)."""
+    return sum(sum(res.get("seconds", {}).values()) for res in result["saes"].values())
+
+
 def markdown(result: dict[str, Any]) -> str:
     cfg = result["config"]
     lines = ["# Steering benchmark", "",
              f"{cfg['n_selection']} selection / {cfg['n_evaluation']} evaluation prompts, {cfg['max_new_tokens']} "
              f"new tokens, clamp strengths {cfg['strengths']} x max; CAA at the clamp's measured edit sizes "
              "(mean ||added|| / mean ||residual|| over generated positions); each method's setting chosen by mean "
-             f"combined score on the selection prompts. {result['seconds']:.0f} s in all. {result['versions']}.", ""]
+             f"combined score on the selection prompts. {_seconds(result):.0f} s in all. {result['versions']}.", ""]
     if cfg.get("rate_rule_ppl") is not None and cfg.get("concepts") != []:
         lines += [RATE_RULE.format(ratio=cfg["rate_rule_ppl"]), ""]
     for label, res in result["saes"].items():
