@@ -130,7 +130,8 @@ def check_attribution(model: TransformerBridge, sae: SparseAutoencoder, prompt: 
     if len(active) < 3:
         raise ValueError("fewer than 3 active (position, feature) pairs to check; use a longer prompt")
     top = [(p, f) for p, _, f, _ in result.top(n_pairs // 2) if result.effect_TF[p, f] != 0]
-    rest = [tuple(a) for a in active if tuple(a) not in set(top)]
+    chosen = set(top)
+    rest = [tuple(a) for a in active if tuple(a) not in chosen]
     pairs = top + random.Random(seed).sample(rest, min(n_pairs - len(top), len(rest)))
     name = f"{sae.cfg.hook_name}.hook_sae_acts_post"
     out = []
