@@ -83,14 +83,16 @@ def _fluent_setting(model: TransformerBridge, sae: SparseAutoencoder, ranked: li
     by breaking the reply into word salad is not sycophancy. Returns (setting, its replies, whether
     it passed); when none passes, the gentlest of the best feature's settings, flagged."""
     floor = cfg.fluency_ratio * fluent_share(base)
+    replies: dict[tuple[int, float], Measured] = {}
     for g in ranked:
-        m = run_generation(model, prompts, clamp_at(sae, g["feature"], g["strength"], POSITIONS), cfg.gen)
+        m = replies[(g["feature"], g["strength"])] = run_generation(
+            model, prompts, clamp_at(sae, g["feature"], g["strength"], POSITIONS), cfg.gen)
         g["free_text_fluent_share"] = fluent_share(m)
         if g["free_text_fluent_share"] >= floor:
             return g, m, True
+    # every ranked setting was generated above: the fallback's replies are among them
     gentlest = min((g for g in ranked if g["feature"] == ranked[0]["feature"]), key=lambda g: g["strength"])
-    m = run_generation(model, prompts, clamp_at(sae, gentlest["feature"], gentlest["strength"], POSITIONS), cfg.gen)
-    return gentlest, m, False
+    return gentlest, replies[(gentlest["feature"], gentlest["strength"])], False
 
 
 def _choose_clamp(model: TransformerBridge, sae: SparseAutoencoder, sel: list[Item], cfg: SycophancyRun,
