@@ -88,6 +88,13 @@ _EXPORTS: dict[str, str] = {
     "Attribution": "sae.attribution",
     "EvalResult": "sae.eval_result",
     "load_eval": "sae.eval_result",
+    # quality evaluations beyond FVU (opt-in in `evaluate`: EvalConfig.probing / .absorption)
+    "run_sparse_probing": "sae.sparse_probing",
+    "run_absorption": "sae.absorption",
+    "SparseProbingMetrics": "sae.eval_metrics",
+    "AbsorptionMetrics": "sae.eval_metrics",
+    "LinearProbe": "sae.linear_probe",
+    "fit_probe": "sae.linear_probe",
     "save_figure": "sae.figures",
     # features
     "build_feature_db": "sae.features.build",

@@ -180,6 +180,16 @@ class EvalConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     device: str | None = None
+    # Dead / dense latents over their own budget (0: over the n_tokens above). Rare latents need
+    # many tokens to show they are alive: SAEBench counts over >= 500k.
+    density_tokens: int = 0
+    # Opt-in quality evaluations (slow; `sae.sparse_probing`, `sae.absorption`).
+    probing: bool = False  # sparse probing on the builtin corpus's topic / format labels
+    probing_docs_per_class: int = 50  # documents per class and task (positives, then as many negatives)
+    probing_max_tokens: int = 64  # tokens of each document (after BOS) that are mean-pooled
+    absorption: bool = False  # first-letter feature absorption (Chanin et al. 2024)
+    absorption_max_words: int = 2000  # single-token words drawn from the vocabulary (0: all)
+    quality_seed: int = 0  # document / word sampling, splits and bootstrap
 
 
 @dataclass

@@ -25,7 +25,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-SCHEMA_VERSION = 1
+# 2: optional `sparse_probing` and `absorption` groups, `sparsity.source` (v1 files still load:
+#    `sae.load_eval` fills the missing groups with null).
+SCHEMA_VERSION = 2
 
 
 def _m(description: str, default: Any = None, unit: str | None = None) -> Any:
@@ -72,6 +74,10 @@ class SparsityMetrics:
     """How sparse the codes are, and how the latents share the work."""
 
     n_tokens: int = _m("Tokens the firing statistics were counted over.", 0, "tokens")
+    source: str = _m(
+        "Where those tokens came from (as reconstruction.source; with EvalConfig.density_tokens set, its own pass).",
+        "",
+    )
     d_sae: int = _m("Number of latents.", 0)
     l0: float = _m("Mean number of latents active (non-zero) per token.", math.nan, "latents")
     l1: float = _m("Mean sum of |feature activation| per token.", math.nan)
@@ -139,10 +145,65 @@ class DownstreamMetrics:
     splice_policy: str = _m("Which positions were spliced (see sae.splice's module doc).", "")
 
 
+@dataclass
+class SparseProbingMetrics:
+    """Sparse probing (`sae.sparse_probing`): can a few latents classify a document's topic or format?"""
+
+    n_documents: int = _m("Distinct builtin-corpus documents probed (every task's train and test together).", 0)
+    max_tokens: int = _m("Tokens of each document mean-pooled (after BOS; the token filter applies).", 0, "tokens")
+    ks: list[int] = _m("Latent counts k of the sparse probes.", None)
+    tasks: list[dict[str, Any]] = _m(
+        "Per binary task (label vs rest): name, n_train, n_test (documents, disjoint), residual_accuracy "
+        "(probe on all d_in mean-pooled residual dims), sae_accuracy (one per k: probe on the k latents with the "
+        "largest |mean difference| between classes on the train split), sae_all_accuracy (probe on every latent), "
+        "latents (the chosen latents, one list per k).",
+        None,
+    )
+    mean_residual_accuracy: float = _m("Held-out accuracy of the residual probe, mean over tasks.", math.nan)
+    mean_sae_accuracy: list[float] = _m("Held-out accuracy of the k-latent probe, mean over tasks, one per k.", None)
+    mean_sae_all_accuracy: float = _m("Held-out accuracy of the all-latent probe, mean over tasks.", math.nan)
+    seconds: float = _m("Wall time of the probing pass.", 0.0, "s")
+
+
+@dataclass
+class AbsorptionMetrics:
+    """First-letter feature absorption (`sae.absorption`; Chanin et al. 2024, SAEBench's definition)."""
+
+    prompt_template: str = _m("Prompt each word is read in ({word}: the word; read at its position).", "")
+    n_words: int = _m("Single-token words used (leading space, ASCII letters).", 0)
+    n_train_words: int = _m("Words the letter probe and the main-latent choice saw.", 0)
+    n_test_words: int = _m("Held-out words absorption is measured on.", 0)
+    probe_test_accuracy: float = _m("Held-out accuracy of the 26-way first-letter probe on the residual.", math.nan)
+    n_letters: int = _m("Letters with at least one held-out word the probe gets right.", 0)
+    mean_absorption_rate: float = _m(
+        "Full absorption rate, mean over letters: of the held-out words the probe classifies right, the "
+        "fraction where no main latent fires and the latent with the largest probe projection has cosine "
+        ">= 0.025 with the probe and carries >= 0.4 of the residual's probe projection. Lower is better.",
+        math.nan,
+    )
+    ci_low: float = _m("2.5th percentile of mean_absorption_rate over bootstrap resamples of words.", math.nan)
+    ci_high: float = _m("97.5th percentile of mean_absorption_rate over bootstrap resamples of words.", math.nan)
+    mean_absorption_fraction: float = _m(
+        "SAEBench's partial-absorption score, mean over letters: the share of the probe projection carried "
+        "by up to 3 probe-aligned (cos >= 0.1) non-main latents instead of the main latents.",
+        math.nan,
+    )
+    mean_main_latents: float = _m(
+        "Main latents per letter (feature splitting: more than one means the letter is split).", math.nan
+    )
+    per_letter: list[dict[str, Any]] = _m(
+        "Per letter: letter, n_true_positives, n_absorbed, absorption_rate, absorption_fraction, main_latents.",
+        None,
+    )
+    seconds: float = _m("Wall time of the absorption pass.", 0.0, "s")
+
+
 GROUPS: dict[str, type] = {
     "reconstruction": ReconstructionMetrics,
     "sparsity": SparsityMetrics,
     "downstream": DownstreamMetrics,
+    "sparse_probing": SparseProbingMetrics,
+    "absorption": AbsorptionMetrics,
 }
 
 
@@ -235,27 +296,35 @@ class ReconstructionAccumulator:
             l2_ratio=self.ratio_sum / n,
             mean_input_norm=self.norm_sum / n,
         )
-        density = self.feature_density()
-        alive = density > 0
-        n_dead = int((~alive).sum())
-        n_dense = int((density > dense_threshold).sum())
-        log_density = density[alive].log10()
-        edges, counts = density_histogram(log_density, n_bins)
-        sparsity = SparsityMetrics(
-            n_tokens=n,
-            d_sae=self.d_sae,
-            l0=self.l0_sum / n,
-            l1=self.l1_sum / n,
-            dead_fraction=n_dead / self.d_sae,
-            n_dead=n_dead,
-            dense_threshold=dense_threshold,
-            dense_fraction=n_dense / self.d_sae,
-            n_dense=n_dense,
-            mean_log10_density=log_density.mean().item() if alive.any() else math.nan,
-            density_hist_edges=edges,
-            density_hist_counts=counts,
-        )
+        sparsity = sparsity_metrics(self.fire_counts, n, self.l0_sum, self.l1_sum, source, dense_threshold, n_bins)
         return recon, sparsity
+
+
+def sparsity_metrics(fire_counts_F: Tensor, n: int, l0_sum: float, l1_sum: float, source: str,
+                     dense_threshold: float = 0.1, n_bins: int = 50) -> SparsityMetrics:
+    """The sparsity group from per-latent firing counts over `n` tokens (and the L0 / L1 sums)."""
+    d_sae = fire_counts_F.numel()
+    density = fire_counts_F.double().cpu() / max(n, 1)
+    alive = density > 0
+    n_dead = int((~alive).sum())
+    n_dense = int((density > dense_threshold).sum())
+    log_density = density[alive].log10()
+    edges, counts = density_histogram(log_density, n_bins)
+    return SparsityMetrics(
+        n_tokens=n,
+        source=source,
+        d_sae=d_sae,
+        l0=l0_sum / max(n, 1),
+        l1=l1_sum / max(n, 1),
+        dead_fraction=n_dead / d_sae,
+        n_dead=n_dead,
+        dense_threshold=dense_threshold,
+        dense_fraction=n_dense / d_sae,
+        n_dense=n_dense,
+        mean_log10_density=log_density.mean().item() if alive.any() else math.nan,
+        density_hist_edges=edges,
+        density_hist_counts=counts,
+    )
 
 
 def density_histogram(log_density: Tensor, n_bins: int = 50) -> tuple[list[float], list[int]]:

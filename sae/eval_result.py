@@ -16,9 +16,12 @@ from torch import Tensor
 
 from sae.atomic_io import atomic_write_json, read_json
 from sae.eval_metrics import (
+    GROUPS,
     SCHEMA_VERSION,
+    AbsorptionMetrics,
     DownstreamMetrics,
     ReconstructionMetrics,
+    SparseProbingMetrics,
     SparsityMetrics,
     finite_or_none,
     schema,
@@ -37,6 +40,8 @@ class EvalResult:
     reconstruction: ReconstructionMetrics
     sparsity: SparsityMetrics
     downstream: DownstreamMetrics | None = None
+    sparse_probing: SparseProbingMetrics | None = None
+    absorption: AbsorptionMetrics | None = None
     config: dict[str, Any] = field(default_factory=dict)
     plots: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
@@ -46,10 +51,7 @@ class EvalResult:
         def group(g: Any) -> dict[str, Any] | None:
             if g is None:
                 return None
-            return {
-                k: finite_or_none(v) if isinstance(v, float) else v
-                for k, v in dataclasses.asdict(g).items()
-            }
+            return {k: _json_ready(v) for k, v in dataclasses.asdict(g).items()}
 
         out: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
@@ -57,6 +59,8 @@ class EvalResult:
             "reconstruction": group(self.reconstruction),
             "sparsity": group(self.sparsity),
             "downstream": group(self.downstream),
+            "sparse_probing": group(self.sparse_probing),
+            "absorption": group(self.absorption),
             "config": self.config,
             "plots": self.plots,
             "seconds": round(self.seconds, 2),
@@ -100,6 +104,7 @@ class EvalResult:
                     f"{d.kl_div_sae:.4f} / {d.kl_div_zero:.4f} ({kl_rec})",
                 ),
             ]
+        rows += quality_rows(self.sparse_probing, self.absorption)
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
@@ -126,11 +131,50 @@ class EvalResult:
         return fig
 
 
+def _json_ready(v: Any) -> Any:
+    """JSON has no NaN / inf (they become null), also inside the lists of per-task rows."""
+    if isinstance(v, float):
+        return finite_or_none(v)
+    if isinstance(v, list):
+        return [_json_ready(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _json_ready(x) for k, x in v.items()}
+    return v
+
+
+def quality_rows(probing: SparseProbingMetrics | None, absorbed: AbsorptionMetrics | None) -> list[tuple[str, str]]:
+    """Summary lines of the opt-in quality evaluations (none when they did not run)."""
+    rows = []
+    if probing is not None:
+        ks = " / ".join(f"k={k} {a:.3f}" for k, a in zip(probing.ks, probing.mean_sae_accuracy, strict=True))
+        rows += [("sparse probing (SAE)", f"{ks} / all {probing.mean_sae_all_accuracy:.3f}"),
+                 ("sparse probing (residual)", f"{probing.mean_residual_accuracy:.3f} "
+                  f"({len(probing.tasks)} tasks, {probing.n_documents} docs)")]
+    if absorbed is not None:
+        rows += [("absorption rate (95% CI)", f"{absorbed.mean_absorption_rate:.3f} "
+                  f"({absorbed.ci_low:.3f}-{absorbed.ci_high:.3f}; {absorbed.n_letters} letters, "
+                  f"probe acc {absorbed.probe_test_accuracy:.3f})"),
+                 ("absorption fraction / main latents", f"{absorbed.mean_absorption_fraction:.3f} / "
+                  f"{absorbed.mean_main_latents:.2f}")]
+    return rows
+
+
 def load_eval(path: str | Path) -> dict[str, Any]:
-    """Read an eval JSON written by `EvalResult.save` (a plain dict; `schema` describes it)."""
-    return read_json(
+    """Read an eval JSON written by `EvalResult.save` (a plain dict; `schema` describes it).
+
+    Files of older schema versions load too: the groups they predate are null (version 1 had
+    no `sparse_probing` / `absorption`); `schema_version` keeps the version the file was written with.
+    """
+    doc = read_json(
         path, fix="run `saekit eval SAE_DIR` to write it", error=FileNotFoundError, what="eval JSON"
     )
+    if not isinstance(doc, dict) or "reconstruction" not in doc:
+        raise ValueError(f"{path} is not an eval JSON (no `reconstruction` group); rewrite it with "
+                         "`saekit eval SAE_DIR`")
+    for name in GROUPS:
+        doc.setdefault(name, None)
+    doc.setdefault("schema_version", 1)
+    return doc
 
 
 def save_density_plot(result: EvalResult, stem: str | Path, png: bool = True) -> dict[str, str]:

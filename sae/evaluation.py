@@ -11,6 +11,10 @@ trains on; raw activations, since a saved SAE has the normalisation folded into 
 or the model run on the fly over `cfg.data` with the cache's own extractor and token filter
 (special tokens and norm outliers dropped). Everything is computed in fp32, whatever the SAE's
 dtype. CE / KL (`cfg.ce_batches` > 0) come from `sae.splice`.
+
+Opt-in, slower: `cfg.density_tokens` counts dead / dense latents over their own budget
+(`sae.density`); `cfg.probing` adds sparse probing (`sae.sparse_probing`) and `cfg.absorption`
+first-letter absorption (`sae.absorption`), both of which run the model.
 """
 
 from __future__ import annotations
@@ -27,9 +31,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from sae.absorption import run_absorption
 from sae.config import DEFAULT_MODEL, EvalConfig, StoreConfig, to_dict
+from sae.density import count_firing, density_batches
 from sae.eval_metrics import ReconstructionAccumulator
 from sae.eval_result import EvalResult, save_density_plot
+from sae.sparse_probing import run_sparse_probing
 from sae.splice import ce_rows, check_width, splice_ce
 
 if TYPE_CHECKING:
@@ -55,6 +62,9 @@ def evaluate(
     `cfg.out_path` is set, the JSON and the density plot (HTML, PNG if possible) are written.
     """
     start = time.perf_counter()
+    if cfg is not None and cfg.density_tokens < 0:
+        raise ValueError(f"density_tokens must be >= 0 (0: count dead / dense latents over n_tokens), "
+                         f"got {cfg.density_tokens}; e.g. --density-tokens 500000")
     sae_obj, sae_path = _resolve_sae(sae, cfg or EvalConfig())
     sae_obj.eval()
     cfg = _with_training_held_out(cfg or EvalConfig(), sae_path, given_acts=acts is not None)
@@ -64,20 +74,28 @@ def evaluate(
         source, batches = _cache_batches(cfg, sae_obj, _held_by_training(sae_path, cfg.cache_dir))
     else:
         model = model if model is not None else _load_model(cfg, sae_obj)
-        source, batches = "model", _model_batches(model, sae_obj, cfg)
+        source, batches = "model", model_batches(model, sae_obj, cfg)
     acc = ReconstructionAccumulator(sae_obj.d_in, sae_obj.d_sae, device=sae_obj.device)
     for x in _bar(batches, progress, "reconstruction"):
         _reconstruct_into(acc, sae_obj, x)
     recon, sparsity = acc.results(source, cfg.dense_threshold)
+    the_model = _ModelOnce(model, cfg, sae_obj)
+    if cfg.density_tokens > 0:
+        density_source, density = density_batches(cfg, sae_obj, the_model)
+        sparsity = count_firing(sae_obj, _bar(density, progress, "density"), cfg.density_tokens,
+                                density_source, cfg.dense_threshold)
     downstream = None
     if cfg.ce_batches > 0:
-        model = model if model is not None else _load_model(cfg, sae_obj)
-        downstream = splice_ce(model, sae_obj, ce_rows(model, cfg, tokens), cfg, progress=progress)
+        downstream = splice_ce(the_model(), sae_obj, ce_rows(the_model(), cfg, tokens), cfg, progress=progress)
+    probing = run_sparse_probing(the_model(), sae_obj, cfg) if cfg.probing else None
+    absorbed = run_absorption(the_model(), sae_obj, cfg) if cfg.absorption else None
     result = EvalResult(
         sae={"path": sae_path, **sae_obj.summary()},
         reconstruction=recon,
         sparsity=sparsity,
         downstream=downstream,
+        sparse_probing=probing,
+        absorption=absorbed,
         config=to_dict(cfg),
         feature_density=acc.feature_density(),
     )
@@ -190,8 +208,10 @@ def _cache_batches(
     return "cache-tail", _batches_from_acts(x, cfg.batch_size, n)
 
 
-def _model_batches(model: Any, sae: SparseAutoencoder, cfg: EvalConfig) -> Iterator[Tensor]:
-    """Activations at the SAE's hook, run on the fly with the cache's extractor and filter."""
+def model_batches(model: Any, sae: SparseAutoencoder, cfg: EvalConfig,
+                  n_tokens: int | None = None) -> Iterator[Tensor]:
+    """Activations at the SAE's hook (`n_tokens` of them; None: cfg.n_tokens), run on the fly with
+    the cache's extractor and filter."""
     from sae.data import special_ids, token_rows
     from sae.extract import ActivationExtractor
 
@@ -203,13 +223,14 @@ def _model_batches(model: Any, sae: SparseAutoencoder, cfg: EvalConfig) -> Itera
     )
     hook = extractor.hooks[0]
     rows = token_rows(cfg.data, model.tokenizer)
+    n_tokens = cfg.n_tokens if n_tokens is None else n_tokens
     seen = 0
-    while seen < cfg.n_tokens:
+    while seen < n_tokens:
         batch = [row for _, row in zip(range(_ROWS_PER_FORWARD), rows, strict=False)]
         if not batch:
-            log.warning("text ran out after %d tokens (asked for %d)", seen, cfg.n_tokens)
+            log.warning("text ran out after %d tokens (asked for %d)", seen, n_tokens)
             break
-        x = extractor(torch.stack(batch)).acts[hook][: cfg.n_tokens - seen]
+        x = extractor(torch.stack(batch)).acts[hook][: n_tokens - seen]
         seen += x.shape[0]
         yield x
 
@@ -230,6 +251,18 @@ def _resolve_sae(sae: Any, cfg: EvalConfig) -> tuple[SparseAutoencoder, str | No
     from sae.checkpoint import load_sae
 
     return load_sae(path, device=cfg.device), str(path)
+
+
+class _ModelOnce:
+    """The given model, or the SAE's loaded on first call: only the passes that need one load it."""
+
+    def __init__(self, model: Any, cfg: EvalConfig, sae: SparseAutoencoder) -> None:
+        self.model, self.cfg, self.sae = model, cfg, sae
+
+    def __call__(self) -> Any:
+        if self.model is None:
+            self.model = _load_model(self.cfg, self.sae)
+        return self.model
 
 
 def _load_model(cfg: EvalConfig, sae: SparseAutoencoder) -> Any:

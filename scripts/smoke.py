@@ -31,7 +31,7 @@ from steering.fluency import judge, measure  # noqa: E402
 HOOK = "blocks.3.hook_resid_post"  # shallow: the forward stops after layer 3
 PROMPTS = ["Tell me about the Golden Gate Bridge.", "Explain how a bicycle works."]
 N_NEW = 16
-PAGES = ["views/features.py", "views/feature.py", "views/live.py", "views/playground.py"]
+PAGES = ["views/features.py", "views/feature.py", "views/live.py", "views/playground.py", "views/evaluation.py"]
 
 
 class SmokeFailure(RuntimeError):

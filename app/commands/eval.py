@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 NAME = "eval"
-HELP = "evaluate an SAE: L0, FVU, cosine, shrinkage, dead/dense latents, CE/KL with it spliced in"
+HELP = ("evaluate an SAE: L0, FVU, cosine, shrinkage, dead/dense latents, CE/KL with it spliced in; "
+        "opt-in sparse probing and feature absorption")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,6 +43,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="text source: builtin, a .txt/.jsonl/.parquet file or folder, or a HF dataset",
     )
+    p.add_argument(
+        "--density-tokens",
+        type=int,
+        default=None,
+        help="count dead / dense latents over this many tokens in their own pass (e.g. 500000; default: "
+        "over --tokens); read from the cache when it holds that many, else from the model",
+    )
+    p.add_argument("--probing", action="store_true",
+                   help="sparse probing: topic / format of builtin-corpus documents from k = 1, 2, 5 latents "
+                        "vs the residual (runs the model on ~600 documents x 64 tokens)")
+    p.add_argument("--absorption", action="store_true",
+                   help="first-letter feature absorption with a bootstrap 95%% interval (runs the model on "
+                        "2000 single-token words in a ~26-token prompt)")
     p.add_argument("--device", default=None, help="cpu | cuda | mps (default: the best available)")
     p.add_argument("--config", default=None, help="YAML/JSON EvalConfig")
     p.add_argument("--no-png", action="store_true", help="write the density plot as HTML only")
@@ -52,8 +67,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    import sae
+def build_config(args: argparse.Namespace) -> Any:
+    """The EvalConfig the arguments ask for (file, then KEY=VALUE overrides, then flags)."""
     from sae import EvalConfig, load_config
 
     cfg = load_config(EvalConfig, args.config, args.overrides)
@@ -70,12 +85,23 @@ def run(args: argparse.Namespace) -> int:
         cfg.device = args.device
     if args.no_png:
         cfg.save_png = False
+    if args.density_tokens is not None:
+        cfg.density_tokens = args.density_tokens
+    cfg.probing = cfg.probing or args.probing
+    cfg.absorption = cfg.absorption or args.absorption
     sae_dir = Path(args.sae_dir)
     cfg.out_path = (
         args.out
         or cfg.out_path
         or str((sae_dir if sae_dir.is_dir() else sae_dir.parent) / "eval.json")
     )
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    import sae
+
+    cfg = build_config(args)
     result = sae.evaluate(args.sae_dir, cfg=cfg, progress=True)
     print(result.summary())
     print(f"wrote {cfg.out_path}" + "".join(f"\n      {p}" for p in result.plots.values()))

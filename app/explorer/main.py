@@ -3,8 +3,9 @@
 The pages live in `views/` (not `pages/`: Streamlit would also list a `pages/` folder itself).
 
 `saekit explore DB` runs exactly that. Pages: the feature list (filters and search), a feature
-page (deep link: `/feature?feature=123`; `/?feature=123` redirects there), live text, and the
-steering playground.
+page (deep link: `/feature?feature=123`; `/?feature=123` redirects there), live text, the
+steering playground, and the SAE's evaluation (its `eval.json`: FVU, dead / dense, sparse probing,
+absorption).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ PAGES = [
     st.Page(str(HERE / "views" / "feature.py"), title="Feature", icon=":material/search:", url_path="feature"),
     st.Page(str(HERE / "views" / "live.py"), title="Live text", icon=":material/keyboard:", url_path="live"),
     st.Page(str(HERE / "views" / "playground.py"), title="Steering", icon=":material/explore:", url_path="playground"),
+    st.Page(str(HERE / "views" / "evaluation.py"), title="Evaluation", icon=":material/analytics:", url_path="evaluation"),
 ]
 page = st.navigation(PAGES)
 resources.sidebar()

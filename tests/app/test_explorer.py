@@ -8,6 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+import torch
 from streamlit.testing.v1 import AppTest
 
 import sae
@@ -15,7 +16,7 @@ from app.explorer import resources
 from sae.features.demo_db import build_demo_db, random_sae
 
 MAIN = str(Path(__file__).resolve().parents[2] / "app" / "explorer" / "main.py")
-PAGES = ["views/features.py", "views/feature.py", "views/live.py", "views/playground.py"]
+PAGES = ["views/features.py", "views/feature.py", "views/live.py", "views/playground.py", "views/evaluation.py"]
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +145,53 @@ def test_steering_playground(demo, monkeypatch):
     texts = [t.value for t in at.text]
     assert len(texts) == 2 and all(texts)
     assert any("5:clamp(20xmax)" in c.value for c in at.caption)
+
+
+def test_evaluation_page(demo, monkeypatch):
+    from sae.eval_metrics import AbsorptionMetrics, SparseProbingMetrics
+
+    sae_dir = demo[1]
+    out = sae_dir / "eval.json"
+    out.unlink(missing_ok=True)
+    at = _app(demo[0], monkeypatch, "views/evaluation.py")
+    _ok(at)
+    assert "No evaluation at" in at.info[0].value and f"saekit eval {sae_dir}" in at.info[0].value
+    try:
+        res = sae.evaluate(random_sae(), cfg=sae.EvalConfig(ce_batches=0, save_png=False), acts=torch.randn(64, 576))
+        res.sparse_probing = SparseProbingMetrics(
+            n_documents=40, max_tokens=16, ks=[1, 2, 5], mean_residual_accuracy=0.9,
+            mean_sae_accuracy=[0.6, 0.7, 0.8], mean_sae_all_accuracy=0.85,
+            tasks=[{"name": "format=chat", "n_train": 28, "n_test": 12, "residual_accuracy": 0.9,
+                    "sae_accuracy": [0.6, 0.7, 0.8], "sae_all_accuracy": 0.85, "latents": [[3], [3, 4], [3, 4, 5, 6, 7]]}])
+        res.absorption = AbsorptionMetrics(
+            prompt_template="{word} has the first letter:", n_words=40, n_train_words=28, n_test_words=12,
+            probe_test_accuracy=0.95, n_letters=2, mean_absorption_rate=0.25, ci_low=0.1, ci_high=0.4,
+            mean_absorption_fraction=0.3, mean_main_latents=1.5,
+            per_letter=[{"letter": "a", "n_true_positives": 6, "n_absorbed": 1, "absorption_rate": 1 / 6,
+                         "absorption_fraction": 0.2, "main_latents": [9]},
+                        {"letter": "b", "n_true_positives": 6, "n_absorbed": 2, "absorption_rate": 1 / 3,
+                         "absorption_fraction": 0.4, "main_latents": [10, 11]}])
+        res.save(out)
+        at = _app(demo[0], monkeypatch, "views/evaluation.py")
+        _ok(at)
+        metrics = {m.label: m.value for m in at.metric}
+        assert metrics["absorption rate"] == "0.250" and metrics["95% interval"] == "0.100 – 0.400"
+        assert metrics["FVU"] == f"{res.reconstruction.fvu:.4f}"
+        probing = at.dataframe[0].value
+        assert list(probing["task"]) == ["format=chat", "mean"] and list(probing["k=2"]) == [0.7, 0.7]
+        assert list(at.dataframe[1].value["letter"]) == ["a", "b"]
+        doc = json.loads(out.read_text())  # a schema-1 file: no quality groups, the page says how to add them
+        for group in ("sparse_probing", "absorption", "schema"):
+            doc.pop(group)
+        out.write_text(json.dumps({**doc, "schema_version": 1}))
+        at = _app(demo[0], monkeypatch, "views/evaluation.py")
+        _ok(at)
+        assert any("--probing" in c.value for c in at.caption) and any("--absorption" in c.value for c in at.caption)
+        out.write_text("{ not json")
+        at = _app(demo[0], monkeypatch, "views/evaluation.py")
+        assert not at.exception and at.error and "saekit eval" in at.error[0].value
+    finally:
+        out.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="module")

@@ -258,3 +258,41 @@ def test_activations_from_cache(model, tmp_path) -> None:
     cfg = EvalConfig(cache_dir=str(cache), n_tokens=50, ce_batches=1, ce_batch_size=2, data=data, skip_rows=10**6)
     d = evaluate(_layer_sae("identity"), model, cfg).downstream
     assert d is not None and d.n_rows == 2 and d.ce_loss_recovered == 1.0
+
+
+# --------------------------------------------------------------------------- quality groups (schema 2)
+
+
+def test_quality_groups_in_the_json_and_version_1_files_still_load(tmp_path) -> None:
+    from sae.eval_metrics import SCHEMA_VERSION, AbsorptionMetrics, SparseProbingMetrics
+    from sae.eval_result import load_eval
+
+    out = tmp_path / "eval.json"
+    res = evaluate(_tiny_sae(), cfg=EvalConfig(ce_batches=0, save_png=False), acts=X)
+    res.sparse_probing = SparseProbingMetrics(
+        n_documents=10, max_tokens=8, ks=[1, 2, 5], mean_residual_accuracy=0.9, mean_sae_accuracy=[0.6, 0.7, 0.8],
+        mean_sae_all_accuracy=0.85, tasks=[{"name": "format=chat", "residual_accuracy": math.nan}])
+    res.absorption = AbsorptionMetrics(n_words=40, mean_absorption_rate=0.25, ci_low=0.1, ci_high=0.4,
+                                       mean_absorption_fraction=0.3, mean_main_latents=1.5, n_letters=4,
+                                       probe_test_accuracy=0.95, per_letter=[])
+    res.save(out)
+    doc = load_eval(out)
+    assert doc["schema_version"] == SCHEMA_VERSION == 2
+    assert doc["sparse_probing"]["mean_sae_accuracy"] == [0.6, 0.7, 0.8]
+    assert doc["sparse_probing"]["tasks"][0]["residual_accuracy"] is None  # NaN inside a row: null
+    assert doc["absorption"]["mean_absorption_rate"] == 0.25
+    for group in ("sparse_probing", "absorption"):
+        for key in doc[group]:
+            assert doc["schema"][group]["fields"][key]["description"], f"{group}.{key} has no description"
+    text = res.summary()
+    assert "k=1 0.600" in text and "0.250 (0.100-0.400" in text
+    # a version-1 file (before these groups existed) loads, its missing groups null
+    old = {k: v for k, v in doc.items() if k not in ("sparse_probing", "absorption", "schema")}
+    old["schema_version"] = 1
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    back = load_eval(tmp_path / "old.json")
+    assert back["schema_version"] == 1 and back["sparse_probing"] is None and back["absorption"] is None
+    assert back["reconstruction"]["fvu"] == pytest.approx(HAND["fvu"])
+    (tmp_path / "not.json").write_text(json.dumps({"hello": 1}))
+    with pytest.raises(ValueError, match="not an eval JSON"):
+        load_eval(tmp_path / "not.json")

@@ -1,0 +1,72 @@
+"""Dead and dense latents over their own token budget (`EvalConfig.density_tokens`).
+
+Reconstruction metrics settle within tens of thousands of tokens; whether a rare latent is dead
+does not: a latent firing once in 100k tokens looks dead in a 50k-token evaluation. So the
+sparsity group can come from a separate, cheaper pass (encode only, no decode) over more tokens:
+
+* the activation cache, read in order, when it holds at least `density_tokens` kept tokens
+  (raw activations; these may include tokens the SAE trained on, which is fine for counting
+  firing: it is a property of the latents, not a generalisation test);
+* otherwise the model, run on the fly over `cfg.data` with the cache's extractor and filter.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from sae.config import EvalConfig, StoreConfig
+from sae.eval_metrics import SparsityMetrics, sparsity_metrics
+
+if TYPE_CHECKING:
+    from sae.architectures.base import SparseAutoencoder
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def count_firing(sae: SparseAutoencoder, batches: Iterable[Tensor], n_tokens: int, source: str,
+                 dense_threshold: float = 0.1) -> SparsityMetrics:
+    """The sparsity group from at most `n_tokens` activation rows of `batches`."""
+    fire_F = torch.zeros(sae.d_sae, dtype=torch.long, device=sae.device)
+    seen, l0_sum, l1_sum = 0, 0.0, 0.0
+    for x in batches:
+        x = x.reshape(-1, sae.d_in)[: n_tokens - seen].to(sae.device, sae.dtype)
+        codes = sae.encode(x)
+        active = codes != 0
+        fire_F += active.sum(0)
+        l0_sum += active.sum(dtype=torch.float64).item()
+        l1_sum += codes.float().abs().sum(dtype=torch.float64).item()
+        seen += x.shape[0]
+        if seen >= n_tokens:
+            break
+    if seen == 0:
+        raise ValueError(f"the density pass read no activations from {source}; check the cache or text source")
+    if seen < n_tokens:
+        log.warning("the density pass read %d tokens (asked for %d): the source ran out", seen, n_tokens)
+    return sparsity_metrics(fire_F, seen, l0_sum, l1_sum, source, dense_threshold)
+
+
+def density_batches(cfg: EvalConfig, sae: SparseAutoencoder, model_fn: Any) -> tuple[str, Iterator[Tensor]]:
+    """(source name, batches) for `cfg.density_tokens` tokens; `model_fn()` gives the model if needed."""
+    n = cfg.density_tokens
+    if cfg.cache_dir is not None:
+        from sae.manifest import CacheManifest
+        from sae.store import ActivationStore
+
+        manifest = CacheManifest.read(cfg.cache_dir)
+        hook = manifest.hook_or_only(sae.cfg.hook_name or None)
+        if hook is not None and manifest.n_kept(hook) >= n:
+            store_cfg = StoreConfig(batch_size=cfg.batch_size, shuffle=False, normalize=False,
+                                    device=str(sae.device), dtype="float32", held_out_tokens=0)
+            store = ActivationStore.from_cache(cfg.cache_dir, hook=hook, cfg=store_cfg, manifest=manifest)
+            return "cache", store.batches(n)
+        log.info("the cache %s holds fewer than %d tokens at the SAE's hook; the density pass runs the model",
+                 cfg.cache_dir, n)
+    from sae.evaluation import model_batches
+
+    return "model", model_batches(model_fn(), sae, cfg, n)
