@@ -296,3 +296,20 @@ def test_quality_groups_in_the_json_and_version_1_files_still_load(tmp_path) -> 
     (tmp_path / "not.json").write_text(json.dumps({"hello": 1}))
     with pytest.raises(ValueError, match="not an eval JSON"):
         load_eval(tmp_path / "not.json")
+
+
+def test_opt_in_passes_run_only_when_asked(monkeypatch) -> None:
+    from sae import evaluation
+    from sae.eval_metrics import AbsorptionMetrics, SparseProbingMetrics
+
+    calls = []
+    monkeypatch.setattr(evaluation, "run_sparse_probing",
+                        lambda m, s, c: calls.append(("probing", m)) or SparseProbingMetrics(n_documents=3))
+    monkeypatch.setattr(evaluation, "run_absorption",
+                        lambda m, s, c: calls.append(("absorption", m)) or AbsorptionMetrics(n_words=5))
+    model = object()
+    plain = evaluate(_tiny_sae(), model, EvalConfig(ce_batches=0), acts=X)
+    assert calls == [] and plain.sparse_probing is None and plain.absorption is None
+    res = evaluate(_tiny_sae(), model, EvalConfig(ce_batches=0, probing=True, absorption=True), acts=X)
+    assert calls == [("probing", model), ("absorption", model)]  # the given model, not a fresh load
+    assert res.sparse_probing.n_documents == 3 and res.to_dict()["absorption"]["n_words"] == 5
