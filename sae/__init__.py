@@ -102,6 +102,12 @@ _EXPORTS: dict[str, str] = {
     "FeatureDBError": "sae.features.db",
     "text_activations": "sae.features.token_activations",
     "TextActivations": "sae.features.token_activations",
+    # autointerp: explanations written and scored by a language model, stored in the feature DB
+    "run_autointerp": "sae.autointerp.runner",
+    "AutointerpConfig": "sae.autointerp.runner",
+    "make_client": "sae.autointerp.clients",
+    "AutointerpError": "sae.autointerp.clients",
+    "inactive_check": "sae.autointerp.samples",
     # logit lens: what a direction writes, through the final norm's weight and W_U
     "unembedding": "sae.features.lens",
     "lens_logits": "sae.features.lens",

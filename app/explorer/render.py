@@ -91,3 +91,13 @@ def fmt_density(d: float) -> str:
     if d <= 0:
         return "0 (dead)"
     return f"{d:.2e}" if d < 1e-3 else f"{d:.4f}"
+
+
+def explanation_md(e) -> str:
+    """One autointerp explanation with its scores, as Markdown (the explanation text escaped)."""
+    weak = " · *weak: the embedded 135M explainer*" if e.config.get("explainer_weak") else ""
+    auc = f" (AUC {e.detection_auc:.2f})" if e.detection_auc is not None else ""
+    unparsable = f" · {e.n_unparsable} unparsable answers" if e.n_unparsable else ""
+    return (f"**{_escape_md(html.escape(e.explanation))}**  \n"
+            f"detection {e.detection:.2f}{auc} · fuzzing {e.fuzzing:.2f} (balanced accuracy, 0.5 = chance; "
+            f"{e.n_detection} + {e.n_fuzzing} contexts judged{unparsable}) · by `{e.explainer}`{weak}")

@@ -105,6 +105,30 @@ class TextHit:
     kind: str
 
 
+@dataclass
+class Explanation:
+    """One autointerp result for a latent (see `schema.py`, table `explanations`)."""
+
+    feature: int
+    explainer: str
+    judge: str
+    explanation: str
+    detection: float | None  # balanced accuracy, 0.5 = chance
+    fuzzing: float | None
+    detection_auc: float | None
+    fuzzing_auc: float | None
+    n_detection: int
+    n_fuzzing: int
+    n_unparsable: int
+    seconds: float
+    created: str
+    config: dict[str, Any]
+
+
+_EXPLANATION_COLS = ("feature, explainer, judge, explanation, detection, fuzzing, detection_auc, fuzzing_auc, "
+                     "n_detection, n_fuzzing, n_unparsable, seconds, created, config")
+
+
 _SUMMARY_COLS = "id, n_fired, density, max_act, mean_act, dead, dec_norm"
 
 
@@ -133,13 +157,15 @@ class FeatureDB:
         self.meta: dict[str, Any] = self._read_meta()
         sae_path = self.meta.get("sae_path")
         version = self.meta.get("schema_version")
-        if version != schema.SCHEMA_VERSION:
+        if version not in schema.READABLE_VERSIONS:
             newer = isinstance(version, int) and version > schema.SCHEMA_VERSION
             raise FeatureDBError(
-                f"{p} has feature-database schema version {version}, but this saekit reads version "
-                f"{schema.SCHEMA_VERSION}: " + ("upgrade saekit, or re-" if newer else "re-")
+                f"{p} has feature-database schema version {version}, but this saekit reads versions "
+                f"{', '.join(map(str, schema.READABLE_VERSIONS))}: " + ("upgrade saekit, or re-" if newer else "re-")
                 + _fix(p, sae_path)
             )
+        # version 1 lacks only `explanations`: it reads as "no explanations yet"
+        self.has_explanations_table = "explanations" in tables
         if missing:
             raise FeatureDBError(f"{p} is missing tables {missing} (damaged?); re-{_fix(p, sae_path)}")
         if self.meta.get("complete") is not True:
@@ -230,6 +256,12 @@ class FeatureDB:
             ))
         return out
 
+    def examples(self, i: int, kind: str = "top") -> list[Example]:
+        """Latent i's stored windows of one kind: "top" (by rank) or "interval" (by interval)."""
+        if kind not in ("top", "interval"):
+            raise FeatureDBError(f"example kind {kind!r} does not exist; use 'top' or 'interval'")
+        return self._examples(self._check_id(i), schema.KIND_TOP if kind == "top" else schema.KIND_INTERVAL)
+
     def feature(self, i: int) -> Feature:
         i = self._check_id(i)
         r = self._one(
@@ -306,6 +338,31 @@ class FeatureDB:
             "GROUP BY feature ORDER BY MAX(act) DESC LIMIT ?", (pattern, limit),
         )
         return [TextHit(f, a, t, "top" if k == schema.KIND_TOP else "interval") for f, a, t, k in rows]
+
+    # ------------------------------------------------------------------ autointerp
+
+    def _explanation_rows(self, where: str, args: tuple) -> list[Explanation]:
+        if not self.has_explanations_table:
+            return []
+        rows = self._query(f"SELECT {_EXPLANATION_COLS} FROM explanations {where}", args)
+        return [Explanation(*r[:-1], json.loads(r[-1])) for r in rows]
+
+    def explanations(self, i: int) -> list[Explanation]:
+        """Latent i's autointerp explanations, best detection score first (empty if none)."""
+        return self._explanation_rows("WHERE feature = ? ORDER BY detection DESC, created DESC",
+                                      (self._check_id(i),))
+
+    def all_explanations(self) -> list[Explanation]:
+        """Every stored explanation, by feature."""
+        return self._explanation_rows("ORDER BY feature, detection DESC", ())
+
+    def search_explanations(self, text: str, *, limit: int = 50) -> list[Explanation]:
+        """Explanations containing `text` (case-insensitive), best detection score first."""
+        if not text:
+            return []
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        return self._explanation_rows("WHERE explanation LIKE ? ESCAPE '\\' ORDER BY detection DESC LIMIT ?",
+                                      (pattern, limit))
 
     # ------------------------------------------------------------------ consistency
 

@@ -50,6 +50,19 @@ cooccurrence(feature, rank, other, n_both, jaccard)
 
 vocab(id INTEGER PRIMARY KEY, token TEXT)    every token id decoded on its own (for display)
 
+explanations(feature, run_key, explainer, judge, explanation, detection, fuzzing, detection_auc,
+             fuzzing_auc, n_detection, n_fuzzing, n_unparsable, seconds, created, config)
+    Written by `saekit autointerp` (`sae/autointerp/`), one row per (feature, run): `run_key`
+    is a hash of the explainer id, the judge id and the autointerp settings, so a re-run with
+    the same ones skips the feature and other explainers add rows beside it. `detection` and
+    `fuzzing` are balanced accuracies (0.5 = chance) of the judge's yes/no answers; the `_auc`
+    columns are the ROC AUC of its yes-probabilities where the judge gives them (local models),
+    else NULL; `n_detection` / `n_fuzzing` count the judged contexts, `n_unparsable` the answers
+    that could not be read (each counted as wrong); `seconds` the wall time of the feature;
+    `config` the settings as JSON. Schema version 2 added this table: a version-1 file opens
+    read-only as before (no explanations), and the table is added, and `schema_version` set to 2,
+    the first time autointerp writes into it.
+
 Size: 12-15 KB per feature with the defaults (measured by `scripts/bench_features.py`: 4,608
 latents, 4k-16k tokens of the builtin corpus): ~80% is `examples` (up to 20 top + 50 interval
 windows of 17 tokens: int32 ids, float32 activations and the text), ~0.8 KB `features` (stats,
@@ -59,11 +72,35 @@ histograms), ~0.9 KB `logits` with its index, ~0.5 KB neighbours and co-occurren
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Versions `FeatureDB` opens: 1 lacks only the `explanations` table (read as empty).
+READABLE_VERSIONS = (1, 2)
 
 # Kinds of rows in `examples`.
 KIND_TOP = 0
 KIND_INTERVAL = 1
+
+# Schema 2's one addition; `IF NOT EXISTS` so that autointerp can add it to a version-1 file.
+EXPLANATIONS = """
+CREATE TABLE IF NOT EXISTS explanations (
+    feature INTEGER NOT NULL,
+    run_key TEXT NOT NULL,
+    explainer TEXT NOT NULL,
+    judge TEXT NOT NULL,
+    explanation TEXT NOT NULL,
+    detection REAL,
+    fuzzing REAL,
+    detection_auc REAL,
+    fuzzing_auc REAL,
+    n_detection INTEGER NOT NULL,
+    n_fuzzing INTEGER NOT NULL,
+    n_unparsable INTEGER NOT NULL,
+    seconds REAL NOT NULL,
+    created TEXT NOT NULL,
+    config TEXT NOT NULL,
+    PRIMARY KEY (feature, run_key)
+) WITHOUT ROWID;
+"""
 
 TABLES = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -126,7 +163,7 @@ CREATE TABLE cooccurrence (
     PRIMARY KEY (feature, rank)
 ) WITHOUT ROWID;
 CREATE TABLE vocab (id INTEGER PRIMARY KEY, token TEXT NOT NULL);
-"""
+""" + EXPLANATIONS
 
 # Built after the bulk insert (faster than maintaining them row by row).
 INDEXES = """

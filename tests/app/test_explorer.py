@@ -274,3 +274,33 @@ def test_explore_command_line(demo):
     cmd = command(argparse.Namespace(db=str(demo[0]), port=8600, address="localhost", no_browser=True))
     assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("main.py")
     assert cmd[-2:] == ["--db", str(demo[0].resolve())] and "8600" in cmd
+
+
+def test_explanations_on_the_feature_page_and_search(demo, tmp_path, monkeypatch):
+    import shutil
+
+    from sae.autointerp.results_table import open_for_write, save_result
+
+    path = tmp_path / "explained.sqlite"
+    shutil.copy(demo[0], path)
+    con = open_for_write(path)
+    save_result(con, dict(feature=7, run_key="k", explainer="embedded:smollm2-135m-instruct", judge="j",
+                          explanation="Eiffel Tower and **Paris**", detection=0.75, fuzzing=0.6, detection_auc=0.8,
+                          fuzzing_auc=None, n_detection=20, n_fuzzing=20, n_unparsable=1, seconds=3.0,
+                          config={"explainer_weak": True}))
+    con.close()
+    at = _app(path, monkeypatch, "views/feature.py", feature=7)
+    _ok(at)
+    [box] = at.info
+    assert "Eiffel Tower and" in box.value and "detection 0.75 (AUC 0.80)" in box.value and "weak" in box.value
+    assert "1 unparsable" in box.value
+    at = _app(path, monkeypatch)
+    at.text_input(key="q_expl").set_value("eiffel").run()
+    _ok(at)
+    assert any("explanations mention 'eiffel'" in m.value for m in at.markdown)
+    at.text_input(key="q_expl").set_value("zebra").run()
+    assert any("No explanation contains 'zebra'" in m.value for m in at.markdown)
+    at = _app(demo[0], monkeypatch)  # a database with no explanations says how to make them
+    at.text_input(key="q_expl").set_value("eiffel").run()
+    _ok(at)
+    assert any("saekit autointerp --db" in m.value for m in at.markdown)

@@ -38,6 +38,8 @@ m[4].metric("decoder norm", f"{f.dec_norm:.3g}")
 if f.dead:
     st.warning(f"Feature {i} never fired in the {db.meta.get('n_tokens', 0):,} tokens analysed (dead): "
                "no examples; its logit lens and neighbours are still shown.")
+for e in db.explanations(i)[:3]:  # best detection score first
+    st.info(render.explanation_md(e), icon=":material/psychology:")
 links = st.columns(4)
 links[0].page_link("views/live.py", label="Try it on your text", icon=":material/keyboard:", query_params={"feature": i})
 links[1].page_link("views/playground.py", label="Steer with it", icon=":material/explore:", query_params={"feature": i})

@@ -43,6 +43,11 @@ def feature_table(path: str, mtime: float) -> pd.DataFrame:  # (path, mtime): th
         "dead": s["dead"],
         "top logits": [" ".join(repr(t) for t in logits.get(int(i), [])) for i in s["id"]],
     })
+    best: dict[int, str] = {}
+    for e in db.all_explanations():  # each feature's best-scoring explanation (listed first)
+        best.setdefault(e.feature, e.explanation)
+    if best:
+        df["explanation"] = [best.get(int(i), "") for i in s["id"]]
     df["open"] = [f"feature?feature={int(i)}" for i in s["id"]]
     return df
 
@@ -54,10 +59,12 @@ target = go[0].number_input("Open feature", min_value=0, max_value=db.n_features
 if go[1].button("Open", key="open_feature"):
     st.switch_page("views/feature.py", query_params={"feature": int(target)})
 
-search_logit, search_text = st.columns(2)
+search_logit, search_text, search_expl = st.columns(3)
 token = search_logit.text_input("Search by logit token", placeholder="e.g.  Paris", key="q_logit",
                                 help="latents whose logit lens promotes this token (exact, then ignoring case/spaces)")
 text = search_text.text_input("Search by text in examples", placeholder="e.g. def __init__", key="q_text")
+about = search_expl.text_input("Search by explanation", placeholder="e.g. numbers", key="q_expl",
+                               help="latents whose autointerp explanation contains this text (`saekit autointerp`)")
 
 
 if token:
@@ -66,6 +73,12 @@ if token:
 if text:
     show_hits(db.search_text(text), f"latents have {text!r} in their examples", f"No stored example contains {text!r}.",
               lambda h: f"#{h.feature} ({h.act:.3g}): {h.text.strip()[:80]!r}")
+
+if about:
+    none = (f"No explanation contains {about!r}." if db.has_explanations_table and db.all_explanations() else
+            f"No feature is explained yet: run `saekit autointerp --db {db.path}`.")
+    show_hits(db.search_explanations(about), f"explanations mention {about!r}", none,
+              lambda h: f"#{h.feature} (detection {h.detection:.2f}): {h.explanation[:80]}")
 
 with st.expander("Filter and sort", expanded=True):
     c = st.columns(4)
