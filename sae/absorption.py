@@ -13,8 +13,10 @@
    probe's, picked greedily by F1 of "any of them fires" for the letter on train words, while a
    latent adds >= 0.03 F1 (SAEBench's feature-split rule; more than one = the letter is split).
 5. On each test word the probe classifies right: full absorption when no main latent fires, and the
-   latent with the largest probe projection (activation x decoder cosine with the probe) has cosine
-   >= 0.025 and carries >= 0.4 of the activation's own projection on the probe direction. The
+   latent with the largest probe projection (activation x its decoder row along the probe) has
+   cosine >= 0.025 and carries >= 0.4 of the activation's own projection on the probe direction
+   (the activation less b_dec: the part the latents have to carry; SAEBench takes the raw
+   activation, which differs by b_dec's projection). The
    letter's rate is the fraction of such words; the headline is the mean over letters, with a
    bootstrap 95% interval (words resampled within each letter). SAEBench's partial score
    (`absorption_fraction`) is reported beside it.
@@ -132,10 +134,16 @@ def main_latents(fires_NF: Tensor, y_N: Tensor, cos_F: Tensor) -> list[int]:
     return chosen
 
 
-def score_words(codes_WF: Tensor, x_WD: Tensor, probe_dir_D: Tensor, cos_F: Tensor,
+def score_words(codes_WF: Tensor, x_WD: Tensor, probe_dir_D: Tensor, dec_FD: Tensor,
                 main: list[int]) -> tuple[Tensor, Tensor]:
-    """(full absorption [W] bool, partial absorption fraction [W]) for one letter's words."""
-    proj_WF = codes_WF * cos_F  # each latent's share of the probe projection
+    """(full absorption [W] bool, partial absorption fraction [W]) for one letter's words.
+
+    `x_WD` is the activation less the SAE's b_dec: the part its latents have to carry."""
+    cos_F = torch.nn.functional.normalize(dec_FD, dim=-1) @ probe_dir_D
+    # Each latent's share of the probe projection: activation x its decoder row along the probe.
+    # (SAEBench writes activation x cosine, the same for unit-norm decoder rows; saekit folds the
+    # activation normalisation into W_dec, so its rows are not unit.)
+    proj_WF = codes_WF * (dec_FD @ probe_dir_D)
     x_proj_W = x_WD @ probe_dir_D
     main_fires_W = (codes_WF[:, main] > _EPS).any(-1)
     top_W, top_F = proj_WF.max(-1)
@@ -174,7 +182,8 @@ def absorption_from_acts(sae: SparseAutoencoder, x_ND: Tensor, words: Sequence[s
     x = x_ND.float()
     probe = fit_probe(x[is_train], y_N[is_train], len(LETTERS), standardize=False)
     codes_NF = sae.encode(x.to(sae.device, sae.dtype)).float().cpu()
-    dec_FD = torch.nn.functional.normalize(sae.W_dec.detach().float().cpu(), dim=-1)
+    dec_FD = sae.W_dec.detach().float().cpu()
+    carried_ND = x - sae.b_dec.detach().float().cpu()  # what the latents must carry
     correct_N = (probe.predict(x) == y_N) & ~is_train
     letters = []
     for c, letter in enumerate(LETTERS):
@@ -182,9 +191,9 @@ def absorption_from_acts(sae: SparseAutoencoder, x_ND: Tensor, words: Sequence[s
         if int(tp.sum()) < MIN_WORDS:
             continue
         probe_dir_D = torch.nn.functional.normalize(probe.weight_CD[c], dim=0)
-        cos_F = dec_FD @ probe_dir_D
+        cos_F = torch.nn.functional.normalize(dec_FD, dim=-1) @ probe_dir_D
         main = main_latents(codes_NF[is_train] > _EPS, y_N[is_train] == c, cos_F)
-        full_W, frac_W = score_words(codes_NF[tp], x[tp], probe_dir_D, cos_F, main)
+        full_W, frac_W = score_words(codes_NF[tp], carried_ND[tp], probe_dir_D, dec_FD, main)
         letters.append(LetterResult(letter, main, full_W, frac_W))
     return _summarise(letters, probe.accuracy(x[~is_train], y_N[~is_train]), len(words),
                       int(is_train.sum()), seed)

@@ -177,8 +177,9 @@ class AbsorptionMetrics:
     n_letters: int = _m("Letters with at least one held-out word the probe gets right.", 0)
     mean_absorption_rate: float = _m(
         "Full absorption rate, mean over letters: of the held-out words the probe classifies right, the "
-        "fraction where no main latent fires and the latent with the largest probe projection has cosine "
-        ">= 0.025 with the probe and carries >= 0.4 of the residual's probe projection. Lower is better.",
+        "fraction where no main latent fires and the latent with the largest probe projection (activation x "
+        "decoder row along the probe) has cosine >= 0.025 with the probe and carries >= 0.4 of the probe "
+        "projection of the residual less b_dec. Lower is better.",
         math.nan,
     )
     ci_low: float = _m("2.5th percentile of mean_absorption_rate over bootstrap resamples of words.", math.nan)

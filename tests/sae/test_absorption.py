@@ -81,6 +81,23 @@ def test_planted_absorption_rate_equals_the_planted_fraction(every: int) -> None
     assert m.mean_absorption_fraction == pytest.approx(m.mean_absorption_rate)  # all-or-nothing here
 
 
+def test_decoder_scale_and_b_dec_do_not_change_the_rate() -> None:
+    # saekit folds activation normalisation into W_dec (rows of norm ~7 at layer 15) and has a
+    # large b_dec: the same SAE with rows x7, codes / 7 and everything shifted by b_dec must agree.
+    absorbed = set(range(0, len(LETTERS) * PER_LETTER, 4))
+    x, sae = _planted(absorbed)
+    want = absorption_from_acts(sae, x, _words(), seed=0)
+    shift = torch.randn(x.shape[1], generator=torch.Generator().manual_seed(0)) * 5
+    with torch.no_grad():
+        sae.W_dec *= 7.0
+        sae.W_enc /= 7.0
+        sae.b_enc /= 7.0
+        sae.b_dec.copy_(shift)
+    got = absorption_from_acts(sae, x + shift, _words(), seed=0)
+    assert got.mean_absorption_rate == pytest.approx(want.mean_absorption_rate) and want.mean_absorption_rate > 0.2
+    assert [p["n_absorbed"] for p in got.per_letter] == [p["n_absorbed"] for p in want.per_letter]
+
+
 def test_a_clean_sae_absorbs_nothing() -> None:
     x, sae = _planted(set())
     m = absorption_from_acts(sae, x, _words(), seed=0)
