@@ -261,7 +261,10 @@ def _parse_cfg(raw: dict[str, Any], folder: Path, normalization_scale: float | N
             cfg = from_dict(SAEConfig, dict(ours["sae"]))
         except ConfigError as e:
             raise _damaged(where, f"the saekit block is malformed ({e})") from e
-        cfg.architecture = cls.architecture  # e.g. BatchTopK is stored (and behaves) as JumpReLU
+        if cfg.architecture != cls.architecture:
+            # e.g. BatchTopK is stored (and behaves) as JumpReLU: the trained architecture's options
+            # stay in this block for the record but mean nothing to the class that loads it.
+            cfg.architecture, cfg.options = cls.architecture, {}
     else:
         cfg = _cfg_from_saelens(raw, cls, where)
     for key, want in (("d_in", cfg.d_in), ("d_sae", cfg.d_sae)):

@@ -105,7 +105,7 @@ class StoreConfig:
 class SAEConfig:
     """The shape and sparsity mechanism of one sparse autoencoder."""
 
-    architecture: str = "topk"  # relu | topk | batchtopk | jumprelu
+    architecture: str = "topk"  # a registered name: `sae.architecture_names()`
     d_in: int = 576
     d_sae: int = 4608
     k: int = 32  # topk / batchtopk
@@ -120,6 +120,10 @@ class SAEConfig:
     target_l0: float | None = None  # jumprelu: penalise (L0/target - 1)^2 instead of L0
     decoder_init_norm: float | None = None  # None: the architecture's default (relu 0.1, others 1)
     apply_b_dec_to_input: bool = True  # subtract b_dec before encoding (SAELens's flag)
+    # Settings only one architecture reads, checked by that architecture's own `Options` dataclass
+    # (e.g. matryoshka_batchtopk's {"group_sizes": [...]}): a new architecture adds its settings in
+    # its own file, not here. CLI: `saekit train --option group_sizes=[288,288,576]`.
+    options: dict[str, Any] = field(default_factory=dict)
     name: str | None = None  # sub-folder / metric prefix when several SAEs train together
     hook_name: str = "blocks.15.hook_resid_post"
     model_name: str = DEFAULT_MODEL

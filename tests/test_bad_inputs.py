@@ -320,18 +320,18 @@ def test_malformed_cfg_json(command, damage, cache, run, tmp_path, capsys) -> No
 
 
 def test_saelens_checkpoint_of_unknown_architecture(cache, tmp_path, capsys) -> None:
-    folder = tmp_path / "gated"
+    folder = tmp_path / "crosscoder"
     folder.mkdir()
-    cfg = {"architecture": "gated", "d_in": 576, "d_sae": 64, "dtype": "float32", "normalize_activations": "none",
+    cfg = {"architecture": "crosscoder", "d_in": 576, "d_sae": 64, "dtype": "float32", "normalize_activations": "none",
            "metadata": {"model_name": "smollm2-135m-instruct", "hook_name": HOOK, "sae_lens_version": "6.5.0"}}
     (folder / "cfg.json").write_text(json.dumps(cfg))
     save_file({"W_enc": torch.zeros(576, 64), "b_enc": torch.zeros(64), "W_dec": torch.zeros(64, 576),
-               "b_dec": torch.zeros(576), "b_gate": torch.zeros(64), "r_mag": torch.zeros(64)},
+               "b_dec": torch.zeros(576)},
               str(folder / "sae_weights.safetensors"))
     before = checksums(folder)
     rc, err = saekit(capsys, "eval", folder, "--cache", cache, "--ce-batches", "0", "--no-png")
     assert rc == 2
-    assert_mentions(err, "architecture 'gated' is not supported", "supported: ['batchtopk', 'jumprelu', 'relu'",
+    assert_mentions(err, "architecture 'crosscoder' is not supported", "supported: ['batchtopk', 'gated', 'jumprelu'",
                     "use it with SAELens", "saekit train --arch topk")
     assert checksums(folder) == before
 

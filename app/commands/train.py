@@ -5,7 +5,7 @@
     torchrun --nproc_per_node 2 -m app.cli train --config my_run.yaml      # data-parallel
 
 Precedence: defaults < --config file < shortcut flags < --set overrides. Shortcut flags that
-describe an SAE (--arch, --k, --d-sae, --hook, ...) apply to every SAE in the config. With
+describe an SAE (--arch, --k, --d-sae, --hook, --option, ...) apply to every SAE in the config. With
 --cache, the config is resolved against the cache as `sae.train` resolves it
 (`sae.resolve_train_config`): an SAE's hook and d_in default to the cache's (the hook when it
 holds one) unless a flag, the file's `saes` entry or --set chose them, and a chosen d_in must
@@ -79,6 +79,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
          names=_Names("l0_coefficient"))
     _add(p, "--target-l0", dest="target_l0", type=float, default=None, help="%(names)s: aim for this L0",
          names=_Names("target_l0"))
+    _add(p, "--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
+         help="an architecture's own setting, repeatable (%(names)s; e.g. --option group_sizes=[288,288,576,1152,2304])",
+         names=_Names("options"))
     p.add_argument("--tokens", type=int, default=None, help="training tokens (default 2,000,000)")
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--batch-size", dest="batch_size", type=int, default=None, help="tokens per step (default 4096)")
@@ -106,6 +109,10 @@ def build_config(args: argparse.Namespace):  # -> sae.TrainConfig
     for dest, key in _SAE_FLAGS.items():
         if getattr(args, dest, None) is not None:
             overrides += [f"saes.{i}.{key}={getattr(args, dest)}" for i in range(n_saes)]
+    for item in getattr(args, "options", None) or []:
+        if "=" not in item:
+            raise sae.ConfigError(f"--option {item!r} must look like KEY=VALUE (e.g. --option group_sizes=[1152,3456])")
+        overrides += [f"saes.{i}.options.{item}" for i in range(n_saes)]
     if args.bf16:
         overrides.append("autocast_dtype=bfloat16")
     if args.dense_decoder:

@@ -34,7 +34,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from sae.config import SAEConfig, TrainConfig
+from sae.config import ConfigError, SAEConfig, TrainConfig, from_dict
 
 SAELENS_TENSORS = ("W_enc", "b_enc", "W_dec", "b_dec")  # what every SAELens SAE holds
 SAELENS_UNNAMED = "standard"  # the architecture SAELens assumes when cfg.json names none
@@ -100,9 +100,12 @@ def architectures() -> list[str]:
 
 
 def architecture_names(uses: str | None = None) -> list[str]:
-    """Registered names, sorted; with `uses`, only those whose `config_fields` hold that field."""
+    """Registered names, sorted; with `uses`, only those that read that SAEConfig field."""
     _load_all()
-    return sorted(n for n, cls in _REGISTRY.items() if uses is None or uses in cls.config_fields)
+    def reads(cls: type[SparseAutoencoder]) -> bool:
+        return uses is None or uses in cls.config_fields or (uses == "options" and cls.options_type is not None)
+
+    return sorted(n for n, cls in _REGISTRY.items() if reads(cls))
 
 
 def get_architecture(name: str) -> type[SparseAutoencoder]:
@@ -161,11 +164,14 @@ class SparseAutoencoder(nn.Module):
     config_fields: ClassVar[tuple[str, ...]] = ()
     saelens_name: ClassVar[str | None] = None  # cfg.json's "architecture"; None: the registered name
     keep_fp32: ClassVar[tuple[str, ...]] = ()  # parameters that stay fp32 whatever cfg.dtype says
+    # A dataclass of the settings only this architecture reads (`SAEConfig.options`); None: it takes none.
+    options_type: ClassVar[type | None] = None
 
     def __init__(self, cfg: SAEConfig) -> None:
         super().__init__()
         if cfg.d_in <= 0 or cfg.d_sae <= 0:
             raise ValueError(f"d_in and d_sae must be positive, got d_in={cfg.d_in}, d_sae={cfg.d_sae}")
+        self.options = self.parse_options(cfg)
         self.cfg = cfg
         self.d_in = cfg.d_in
         self.d_sae = cfg.d_sae
@@ -175,6 +181,27 @@ class SparseAutoencoder(nn.Module):
         self.W_dec = nn.Parameter(torch.empty(cfg.d_sae, cfg.d_in, dtype=dtype))
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, dtype=dtype))
         self.reset_parameters()
+
+    @classmethod
+    def parse_options(cls, cfg: SAEConfig) -> Any:
+        """`cfg.options` as this architecture's `options_type` (ValueError: which key is wrong and
+        which keys exist). Called when an SAE is built, so a bad option fails before training."""
+        given = dict(cfg.options or {})
+        if cls.options_type is None:
+            if given:
+                raise ValueError(
+                    f"{cls.architecture} takes no options, got {sorted(given)}; remove them "
+                    f"(architectures with options: {architecture_names(uses='options')})"
+                )
+            return None
+        try:
+            options = from_dict(cls.options_type, given, where=f"{cls.architecture} options")
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+        check = getattr(options, "check", None)
+        if check is not None:
+            check(cfg)  # cross-checks against the rest of the config (e.g. group sizes vs d_sae)
+        return options
 
     # ------------------------------------------------------------------ to override
 

@@ -75,7 +75,7 @@ class TopKSAE(SparseAutoencoder):
         if keep is not None:
             vals = vals * keep
         out = sparse_decode(vals, main.idx_BK, self.W_dec) + self.b_dec
-        losses = {"mse": mse_loss(out, x_BD), "auxk": out.new_zeros(())}
+        losses = {"mse": mse_loss(out, x_BD), "auxk": out.new_zeros(()), **self.code_losses(x_BD, vals, main.idx_BK)}
         if aux is not None:
             aux_vals = gathered_pre_acts(x_BD, self.W_enc, self.b_enc, self.b_dec, aux, sub).float().relu()
             recon = sparse_decode(aux_vals, aux.idx_BK, self.W_dec)
@@ -90,7 +90,7 @@ class TopKSAE(SparseAutoencoder):
         pre = self.pre_acts(x_BD).float()
         acts = self._train_activation(pre)
         out = acts @ self.W_dec + self.b_dec
-        losses = {"mse": mse_loss(out, x_BD), "auxk": out.new_zeros(())}
+        losses = {"mse": mse_loss(out, x_BD), "auxk": out.new_zeros(()), **self.dense_code_losses(x_BD, acts)}
         if dead_idx is not None:
             k_aux = min(self.k_aux, int(dead_idx.numel()))
             dead_pre = torch.full_like(pre, float("-inf"))
@@ -104,6 +104,14 @@ class TopKSAE(SparseAutoencoder):
 
     def _train_activation(self, pre_BF: Tensor) -> Tensor:
         return self.activation(pre_BF)
+
+    def code_losses(self, x_BD: Tensor, vals_BK: Tensor, idx_BK: Tensor) -> dict[str, Tensor]:
+        """Losses a subclass adds on the kept codes (values `vals_BK` of latents `idx_BK`; zeros where a
+        candidate was not kept) in the sparse path; `dense_code_losses` is the same on dense codes."""
+        return {}
+
+    def dense_code_losses(self, x_BD: Tensor, acts_BF: Tensor) -> dict[str, Tensor]:
+        return {}
 
     def _aux_excluded(self, pre_BF: Tensor) -> Tensor:
         """Latents a token may not use for AuxK: its own top-k selection (as in the sparse path)."""

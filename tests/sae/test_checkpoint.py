@@ -146,8 +146,8 @@ def test_rejects_bad_checkpoints_with_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"W_enc has shape \(8, 24\) but cfg.json says \(8, 32\)"):
         load_sae(bad)
     # unknown architecture
-    unk = _write_saelens(tmp_path / "unk", {"architecture": "gated", "d_in": 8, "d_sae": 24}, _saelens_tensors(8, 24))
-    with pytest.raises(CheckpointError, match="'gated' is not supported"):
+    unk = _write_saelens(tmp_path / "unk", {"architecture": "crosscoder", "d_in": 8, "d_sae": 24}, _saelens_tensors(8, 24))
+    with pytest.raises(CheckpointError, match="'crosscoder' is not supported"):
         load_sae(unk)
     # malformed configs
     (good / "cfg.json").write_text("{not json")
