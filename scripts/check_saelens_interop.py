@@ -1,13 +1,17 @@
-"""Does SAELens itself load saekit's checkpoints and encode like saekit? One row per architecture.
+"""Does SAELens itself load saekit's checkpoints and encode like saekit, and the reverse?
 
-    .venv/bin/python scripts/check_saelens_interop.py --saelens-python /work/venv-saelens/bin/python
+    .venv/bin/python scripts/check_saelens_interop.py             # SAELens from .venv-saelens
+    .venv/bin/python scripts/check_saelens_interop.py --saelens-python /path/to/venv/bin/python
 
-The SAELens venv is separate (sae-lens is not a saekit dependency; see scripts/saelens_baseline.py
-for how to make it). For every registered architecture this builds an SAE with perturbed weights
-(thresholds set where the architecture has one), saves it with `sae.save_sae`, encodes random
-inputs with saekit, then runs this same file under the SAELens python (`--load`, which imports
-only sae_lens and safetensors), which loads each folder with `SAE.load_from_disk` and encodes the
-same inputs. Exit 1 when any architecture fails to load or its codes differ beyond 1e-5.
+`scripts/install.sh --dev` builds .venv-saelens from requirements-saelens.lock (sae-lens pins
+transformer-lens < 4, so it cannot share saekit's venv). Inputs are real activations: layer 15 of
+the embedded model on a few sentences (BOS excluded: its norm is ~100x the rest). Both ways:
+- saekit -> SAELens: every registered architecture, perturbed weights (thresholds set), saved with
+  `sae.save_sae`; SAELens's `SAE.load_from_disk` + `encode` / `decode` (scripts/saelens_side.py);
+- SAELens -> saekit: SAELens's standard / topk / jumprelu / gated SAEs saved with `save_model`,
+  loaded with `sae.load_sae`.
+Relative error = ||ours - theirs|| / ||ours|| of the codes and of the reconstruction. Exit 1 if
+any SAE fails to load or differs by more than 1e-4. tests/test_saelens_interop.py runs the same.
 """
 
 from __future__ import annotations
@@ -19,81 +23,113 @@ import sys
 import tempfile
 from pathlib import Path
 
+import torch
+from safetensors.torch import load_file, save_file
+
 ROOT = Path(__file__).resolve().parents[1]
-D_IN, D_SAE, N = 32, 96, 256
+sys.path.insert(0, str(ROOT))
+
+import sae  # noqa: E402
+
+HOOK = "blocks.15.hook_resid_post"
+SIDE = ROOT / "scripts" / "saelens_side.py"
+TOLERANCE = 1e-4
+TEXTS = ["The Golden Gate Bridge is painted international orange.", "def add(a, b):\n    return a + b",
+         "To make pasta, first boil a pot of salted water."]
 
 
-def load_with_saelens(folder: Path) -> int:
-    """Runs under the SAELens venv: one JSON line per SAE folder."""
-    import sae_lens
-    import torch
-    from safetensors.torch import load_file
-
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
-        x = load_file(str(folder / "inputs.safetensors"))["x"]
-        want = load_file(str(sub / "codes.safetensors"))["codes"]
-        row = {"sae": sub.name, "saelens": sae_lens.__version__}
-        try:
-            model = sae_lens.SAE.load_from_disk(str(sub), device="cpu")
-            with torch.no_grad():
-                got = model.encode(x)
-            row.update(saelens_class=type(model).__name__, max_abs_diff=float((got - want).abs().max()),
-                       active_fraction=float((want > 0).float().mean()))
-        except Exception as e:  # report every architecture, not just the first failure
-            row["error"] = f"{type(e).__name__}: {e}"
-        print(json.dumps(row), flush=True)
-    return 0
+def real_activations(model) -> torch.Tensor:
+    """[N, d_model] residuals at layer 15 on TEXTS, BOS positions dropped."""
+    tokenizer = model.tokenizer
+    rows = []
+    for text in TEXTS:
+        tokens = torch.tensor([tokenizer(text)["input_ids"]])
+        if tokens[0, 0] != tokenizer.bos_token_id and tokenizer.bos_token_id is not None:
+            tokens = torch.cat([torch.tensor([[tokenizer.bos_token_id]]), tokens], dim=1)
+        with torch.no_grad():
+            _, cache = model.run_with_cache(tokens, names_filter=[HOOK])
+        rows.append(cache[HOOK][0, 1:].float())
+    return torch.cat(rows)
 
 
-def write_checkpoints(folder: Path) -> None:
-    sys.path.insert(0, str(ROOT))
-    import torch
-    from safetensors.torch import save_file
+def _relative(ours: torch.Tensor, theirs: torch.Tensor) -> float:
+    return float((ours - theirs).norm() / ours.norm().clamp_min(1e-12))
 
-    import sae
 
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(N, D_IN, generator=g) * 3
-    save_file({"x": x}, str(folder / "inputs.safetensors"))
+def _run_side(python: str, command: str, folder: Path) -> list[dict]:
+    out = subprocess.run([python, str(SIDE), command, str(folder)], capture_output=True, text=True, timeout=600)
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode != 0 or not rows:
+        raise RuntimeError(f"the SAELens side ({python} {SIDE.name} {command}) failed:\n{out.stderr[-3000:]}")
+    return rows
+
+
+def saekit_to_saelens(x: torch.Tensor, python: str, folder: Path) -> list[dict]:
+    save_file({"x": x.contiguous()}, str(folder / "inputs.safetensors"))
     for arch in sae.architecture_names():
         torch.manual_seed(0)
-        model = sae.build_sae(sae.SAEConfig(architecture=arch, d_in=D_IN, d_sae=D_SAE, k=8, hook_name="blocks.3.hook_resid_post"))
+        model = sae.build_sae(sae.SAEConfig(architecture=arch, d_in=x.shape[1], d_sae=4 * x.shape[1], k=16, hook_name=HOOK))
         with torch.no_grad():
-            for name, p in model.named_parameters():
-                p.add_(torch.randn_like(p) * 0.1)
-            for name, buf in [*model.named_parameters(), *model.named_buffers()]:
-                if name == "threshold":
-                    buf.copy_(torch.full_like(buf, 0.3))
+            for name, p in [*model.named_parameters(), *model.named_buffers()]:
+                p.copy_(torch.full_like(p, 0.5) if name == "threshold" else p + torch.randn_like(p) * 0.02)
         sae.save_sae(model, folder / arch)
+    rows = _run_side(python, "encode", folder)
+    for row in rows:
+        if "error" not in row:
+            ours = sae.load_sae(folder / row["sae"])
+            with torch.no_grad():
+                codes = ours.encode(x)
+                theirs = load_file(str(folder / row["sae"] / "saelens_out.safetensors"))
+                row.update(codes_error=_relative(codes, theirs["codes"]), recons_error=_relative(ours.decode(codes), theirs["recons"]),
+                           active=float((codes > 0).float().mean()))
+    return rows
+
+
+def saelens_to_saekit(x: torch.Tensor, python: str, folder: Path) -> list[dict]:
+    save_file({"x": x.contiguous()}, str(folder / "inputs.safetensors"))
+    rows = _run_side(python, "save", folder)
+    for row in rows:
+        if "error" in row:
+            continue
+        try:
+            ours = sae.load_sae(folder / row["sae"])
+        except Exception as e:  # a file saekit cannot read is this check's finding, not a crash
+            row["error"] = f"saekit: {type(e).__name__}: {e}"
+            continue
+        theirs = load_file(str(folder / row["sae"] / "saelens_out.safetensors"))
         with torch.no_grad():
-            codes = sae.load_sae(folder / arch).encode(x)
-        save_file({"codes": codes.contiguous()}, str(folder / arch / "codes.safetensors"))
+            codes = ours.encode(x)
+            row.update(saekit_class=type(ours).__name__, codes_error=_relative(theirs["codes"], codes),
+                       recons_error=_relative(theirs["recons"], ours.decode(codes)), active=float((codes > 0).float().mean()))
+    return rows
+
+
+def failures(rows: list[dict]) -> list[str]:
+    def why(r: dict) -> str:
+        return r.get("error") or "codes {:.2e}, recons {:.2e}".format(r["codes_error"], r["recons_error"])
+
+    return [f"{r['sae']}: {why(r)}" for r in rows if "error" in r or max(r["codes_error"], r["recons_error"]) > TOLERANCE]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--saelens-python", default="/work/venv-saelens/bin/python")
-    ap.add_argument("--load", type=Path, default=None, help=argparse.SUPPRESS)  # the SAELens side
+    ap.add_argument("--saelens-python", default=str(ROOT / ".venv-saelens" / "bin" / "python"))
     args = ap.parse_args()
-    if args.load is not None:
-        return load_with_saelens(args.load)
     if not Path(args.saelens_python).exists():
-        raise SystemExit(f"no SAELens python at {args.saelens_python}; make the venv as scripts/saelens_baseline.py says")
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        write_checkpoints(folder)
-        out = subprocess.run([args.saelens_python, __file__, "--load", str(folder)], capture_output=True, text=True)
-    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
-    if out.returncode != 0 or not rows:
-        raise SystemExit(f"the SAELens side failed:\n{out.stderr[-3000:]}")
-    print("| saekit architecture | loaded by SAELens as | max abs diff of codes | active fraction |")
-    print("|---|---|---|---|")
-    bad = 0
+        raise SystemExit(f"no SAELens python at {args.saelens_python}; build it with `scripts/install.sh --dev`")
+    x = real_activations(sae.load_model())
+    with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
+        rows = saekit_to_saelens(x, args.saelens_python, Path(a)) + saelens_to_saekit(x, args.saelens_python, Path(b))
+    print(f"{x.shape[0]} real activations ({HOOK}); SAELens {rows[0]['saelens']}")
+    print("| SAE | loaded by | codes rel. error | recons rel. error | active share |")
+    print("|---|---|---|---|---|")
     for r in rows:
-        ok = "error" not in r and r["max_abs_diff"] <= 1e-5
-        bad += not ok
-        print(f"| {r['sae']} | {r.get('saelens_class', '-')} | {r.get('max_abs_diff', r.get('error'))} | {r.get('active_fraction', '-')} |")
-    print(f"SAELens {rows[0]['saelens']}: {len(rows) - bad} of {len(rows)} architectures load and encode identically")
+        by = r.get("saekit_class") or r.get("saelens_class") or "-"
+        err = r.get("error")
+        print(f"| {r['sae']} | {by} | {err or format(r['codes_error'], '.1e')} | {'' if err else format(r['recons_error'], '.1e')} | "
+              f"{'' if err else format(r['active'], '.3f')} |")
+    bad = failures(rows)
+    print(f"{len(rows) - len(bad)} of {len(rows)} within {TOLERANCE:g}" + (": " + "; ".join(bad) if bad else ""))
     return 1 if bad else 0
 
 

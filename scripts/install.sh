@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install saekit into ./.venv from the committed lock, with the embedded model, offline-ready.
 #   scripts/install.sh         runtime (requirements.lock)
-#   scripts/install.sh --dev   + test tools (requirements-dev.lock) and Debian's chromium for the
-#                              explorer's browser test
+#   scripts/install.sh --dev   + test tools (requirements-dev.lock), Debian's chromium for the
+#                              explorer's browser test, and SAELens in .venv-saelens
+#                              (requirements-saelens.lock) for the interop test
 # Every package but torch comes from the lock, exact versions with sha256 hashes, installed
 # without resolving (--no-deps): a new machine gets what the suite was run on, not whatever
 # was released since. scripts/lock.sh refreshes the lock; scripts/check_latest.sh tries the
@@ -32,3 +33,16 @@ if [[ $DEV == 1 ]] && ! command -v chromium >/dev/null 2>&1 && [[ $(id -u) == 0 
         || echo "warning: could not install chromium; the browser test will be skipped" >&2
 fi
 saekit setup
+if [[ $DEV == 1 ]]; then
+    # SAELens in its own venv (it pins transformer-lens < 4) for tests/test_saelens_interop.py;
+    # rebuilt only when its lock changes.
+    stamp=.venv-saelens/lock.sha256
+    want=$(sha256sum requirements-saelens.lock | cut -d' ' -f1)
+    if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
+        rm -rf .venv-saelens
+        "$PY" -m venv .venv-saelens
+        .venv-saelens/bin/pip install -q "torch==$TORCH_VERSION"
+        .venv-saelens/bin/pip install -q --require-hashes --no-deps -r requirements-saelens.lock
+        echo "$want" > "$stamp"
+    fi
+fi

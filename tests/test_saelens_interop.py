@@ -1,0 +1,38 @@
+"""SAELens itself loads saekit's checkpoints of every architecture and encodes real activations as
+saekit does; saekit loads what SAELens saves. Runs SAELens in .venv-saelens (built by
+`scripts/install.sh --dev` from requirements-saelens.lock), through scripts/check_saelens_interop.py."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import sae
+from scripts.check_saelens_interop import failures, real_activations, saekit_to_saelens, saelens_to_saekit
+
+SAELENS_PYTHON = Path(os.environ.get("SAEKIT_SAELENS_PYTHON", Path(__file__).resolve().parents[1] / ".venv-saelens/bin/python"))
+pytestmark = pytest.mark.skipif(
+    not SAELENS_PYTHON.exists(), reason=f"no SAELens venv at {SAELENS_PYTHON}: run scripts/install.sh --dev (CI does)"
+)
+
+
+@pytest.fixture(scope="module")
+def acts(model):
+    return real_activations(model)
+
+
+def test_saelens_loads_every_saekit_architecture(acts, tmp_path: Path) -> None:
+    rows = saekit_to_saelens(acts, str(SAELENS_PYTHON), tmp_path)
+    assert sorted(r["sae"] for r in rows) == sae.architecture_names()
+    assert not failures(rows), failures(rows)
+    # the codes compared are not trivially empty or full
+    assert all(0 < r["active"] < 0.9 for r in rows), rows
+
+
+def test_saekit_loads_what_saelens_saves(acts, tmp_path: Path) -> None:
+    rows = saelens_to_saekit(acts, str(SAELENS_PYTHON), tmp_path)
+    assert {r["sae"] for r in rows} == {"saelens_standard", "saelens_topk", "saelens_jumprelu", "saelens_gated"}
+    assert not failures(rows), failures(rows)
+    assert all(0 < r["active"] < 0.9 for r in rows), rows
