@@ -91,6 +91,7 @@ def save_sae(
     if not np.isfinite(scale) or scale <= 0:
         raise CheckpointError(f"normalization_scale must be a positive finite number, got {normalization_scale}")
     tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in tensors.items()}
+    tensors = _representable_in(tensors, _parse_dtype(sae.cfg.dtype))
     if scale != 1.0:
         tensors["W_enc"] = tensors["W_enc"] * scale
         tensors["W_dec"] = tensors["W_dec"] / scale
@@ -123,6 +124,15 @@ def save_sae(
     atomic_write_bytes(out / WEIGHTS_FILE, save(tensors))
     atomic_write_json(out / CFG_FILE, doc)
     return out
+
+
+def _representable_in(tensors: dict[str, Tensor], dtype: torch.dtype) -> dict[str, Tensor]:
+    """Tensors kept in fp32 beside lower-precision weights (e.g. JumpReLU thresholds) rounded to
+    values `dtype` holds exactly. SAELens casts every tensor to cfg.json's dtype on load: a
+    threshold it rounds would fire on activations saekit's fp32 copy rejects. Stored in fp32."""
+    if dtype.itemsize >= 4:
+        return tensors
+    return {k: v.to(dtype).to(v.dtype) if v.is_floating_point() and v.dtype != dtype else v for k, v in tensors.items()}
 
 
 def _metadata(cfg: SAEConfig, inputs: dict[str, Any] | None) -> dict[str, Any]:

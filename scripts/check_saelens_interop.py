@@ -64,14 +64,19 @@ def _run_side(python: str, command: str, folder: Path) -> list[dict]:
     return rows
 
 
-def saekit_to_saelens(x: torch.Tensor, python: str, folder: Path) -> list[dict]:
+def saekit_to_saelens(x: torch.Tensor, python: str, folder: Path, dtype: str = "float32") -> list[dict]:
+    """Every architecture saved by saekit in `dtype`, read back by SAELens. In bf16 the thresholds
+    are random per latent (0.3-0.7, not bf16 values): what `save_sae` must round for SAELens."""
+    x = x.to(getattr(torch, dtype))
     save_file({"x": x.contiguous()}, str(folder / "inputs.safetensors"))
     for arch in sae.architecture_names():
         torch.manual_seed(0)
-        model = sae.build_sae(sae.SAEConfig(architecture=arch, d_in=x.shape[1], d_sae=4 * x.shape[1], k=16, hook_name=HOOK))
+        cfg = sae.SAEConfig(architecture=arch, d_in=x.shape[1], d_sae=4 * x.shape[1], k=16, hook_name=HOOK, dtype=dtype)
+        model = sae.build_sae(cfg)
         with torch.no_grad():
             for name, p in [*model.named_parameters(), *model.named_buffers()]:
-                p.copy_(torch.full_like(p, 0.5) if name == "threshold" else p + torch.randn_like(p) * 0.02)
+                thresholds = torch.rand_like(p) * 0.4 + 0.3 if p.ndim else torch.tensor(0.5123)
+                p.copy_(thresholds if name == "threshold" else p + torch.randn_like(p) * 0.02)
         sae.save_sae(model, folder / arch)
     rows = _run_side(python, "encode", folder)
     for row in rows:
@@ -80,8 +85,10 @@ def saekit_to_saelens(x: torch.Tensor, python: str, folder: Path) -> list[dict]:
             with torch.no_grad():
                 codes = ours.encode(x)
                 theirs = load_file(str(folder / row["sae"] / "saelens_out.safetensors"))
-                row.update(codes_error=_relative(codes, theirs["codes"]), recons_error=_relative(ours.decode(codes), theirs["recons"]),
-                           active=float((codes > 0).float().mean()))
+                row.update(codes_error=_relative(codes.float(), theirs["codes"].float()),
+                           recons_error=_relative(ours.decode(codes).float(), theirs["recons"].float()),
+                           active=float((codes > 0).float().mean()),
+                           active_set_differs=int(((codes > 0) != (theirs["codes"] > 0)).sum()), dtype=dtype)
     return rows
 
 

@@ -36,3 +36,14 @@ def test_saekit_loads_what_saelens_saves(acts, tmp_path: Path) -> None:
     assert {r["sae"] for r in rows} == {"saelens_standard", "saelens_topk", "saelens_jumprelu", "saelens_gated"}
     assert not failures(rows), failures(rows)
     assert all(0 < r["active"] < 0.9 for r in rows), rows
+
+
+def test_bf16_thresholds_mean_the_same_to_saelens(acts, tmp_path: Path) -> None:
+    """SAELens casts every tensor to the file's dtype: saekit stores bf16-representable thresholds,
+    so only bf16 rounding of the pre-activations themselves (x @ W + b vs addmm) can flip a latent
+    (measured: 1-6 of 78k codes; 4 for JumpReLU before thresholds were rounded)."""
+    rows = [r for r in saekit_to_saelens(acts, str(SAELENS_PYTHON), tmp_path, "bfloat16") if r.get("saelens_class") == "JumpReLUSAE"]
+    assert rows and all("error" not in r for r in rows), rows
+    n_codes = acts.shape[0] * 4 * acts.shape[1]
+    for r in rows:
+        assert r["codes_error"] < 1e-2 and r["active_set_differs"] <= 1e-4 * n_codes, r

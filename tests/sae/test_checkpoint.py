@@ -180,3 +180,24 @@ def test_weights_file_is_plain_safetensors(tmp_path: Path) -> None:
     assert tensors["threshold"].dtype == torch.float32
     loaded = load_sae(tmp_path, dtype="bfloat16")
     assert loaded.W_enc.dtype == torch.bfloat16 and loaded.threshold.dtype == torch.float32
+
+
+@pytest.mark.parametrize("arch", ["jumprelu", "batchtopk"])
+def test_bf16_file_holds_thresholds_bf16_can_represent(arch: str, tmp_path: Path) -> None:
+    """SAELens casts every tensor to cfg.json's dtype on load; saekit keeps thresholds in fp32. The
+    file's thresholds are therefore bf16 values (in fp32), so both read the same numbers."""
+    sae = _trained_like(arch)
+    with torch.no_grad():
+        sae.threshold.copy_(torch.rand_like(sae.threshold) * 0.4 + 0.3001)
+    for name, p in sae.named_parameters():
+        if name not in sae.keep_fp32:
+            p.data = p.data.to(torch.bfloat16)
+    sae.cfg.dtype = "bfloat16"
+    save_sae(sae, tmp_path)
+    stored = load_file(str(tmp_path / "sae_weights.safetensors"))["threshold"]
+    assert stored.dtype == torch.float32
+    assert torch.equal(stored, stored.to(torch.bfloat16).float())
+    assert float((stored - sae.threshold.detach().float().expand_as(stored)).abs().max()) <= 0.004  # one bf16 step
+    loaded = load_sae(tmp_path)
+    assert loaded.dtype == torch.bfloat16 and loaded.threshold.dtype == torch.float32
+    assert torch.equal(loaded.threshold, stored)
