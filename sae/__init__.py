@@ -99,6 +99,7 @@ _EXPORTS: dict[str, str] = {
     # features
     "build_feature_db": "sae.features.build",
     "FeatureDB": "sae.features.db",
+    "random_sae": "sae.features.demo_db",  # a random TopK SAE, for trying the tools without training one
     "FeatureDBError": "sae.features.db",
     "text_activations": "sae.features.token_activations",
     "TextActivations": "sae.features.token_activations",

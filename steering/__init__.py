@@ -67,6 +67,7 @@ _EXPORTS: dict[str, str] = {
     "ScoreCache": "steering.reply_quality",
     # experiments
     "SweepConfig": "steering.experiments",
+    "CAAConfig": "steering.experiments",
     "run_sweep": "steering.experiments",
     "plot_sweep": "steering.sweep_charts",
     "sweep_figure": "steering.sweep_charts",

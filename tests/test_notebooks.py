@@ -8,6 +8,7 @@ corpus.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,25 @@ def test_notebook_is_committed_without_outputs(path: Path) -> None:
     assert not dirty, f"{path.name}: cells {dirty} hold outputs; clear them before committing"
 
 
+PUBLIC_IMPORT = re.compile(r"^\s*(import (sae|steering)$|from (sae|steering) import )")
+PRIVATE_IMPORT = re.compile(r"^\s*(from|import) (sae|steering|app)\b")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_uses_the_installed_public_api(path: Path) -> None:
+    """No sys.path edits, nothing from the explorer, and sae / steering only through their
+    top-level exports (what `sae/__init__.py` and `steering/__init__.py` promise)."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    bad = []
+    for i, cell in enumerate(nb.cells):
+        for line in cell.source.splitlines() if cell.cell_type == "code" else []:
+            if "sys.path" in line or (PRIVATE_IMPORT.match(line) and not PUBLIC_IMPORT.match(line)):
+                bad.append(f"cell {i}: {line.strip()}")
+    assert not bad, f"{path.name}: " + "; ".join(bad)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -40,9 +60,7 @@ def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     # The kernel is a subprocess: it inherits these.
     monkeypatch.setenv("SAEKIT_NOTEBOOK_FAST", "1")
     monkeypatch.setenv("SAEKIT_NOTEBOOK_OUT", str(tmp_path / "out"))
-    monkeypatch.setenv(
-        "PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    )
+    monkeypatch.delenv("PYTHONPATH", raising=False)  # the installed package, as a user's kernel has it
     monkeypatch.setenv("WANDB_MODE", "disabled")
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"))
     nb = nbformat.read(path, as_version=4)
