@@ -47,13 +47,12 @@ PLANTED = {
 }
 
 
-@pytest.mark.parametrize("arch", sorted(PLANTED))
-def test_recovers_planted_dictionary(arch: str, tmp_path) -> None:
-    atoms, stream = planted_stream()
+def train_planted(sae_cfg: SAEConfig, stream, tmp_path, steps: int = 200) -> SparseAutoencoder:
+    """Train one SAE on a planted stream with the settings every recovery test uses."""
     cfg = TrainConfig(
         out_dir=str(tmp_path),
-        saes=[SAEConfig(architecture=arch, d_in=D_IN, d_sae=128, **PLANTED[arch])],
-        n_tokens=512 * 200,
+        saes=[sae_cfg],
+        n_tokens=512 * steps,
         lr=1e-2,
         lr_warmup_steps=10,
         sparsity_warmup_steps=30,
@@ -62,37 +61,50 @@ def test_recovers_planted_dictionary(arch: str, tmp_path) -> None:
     )
     trainer = Trainer(cfg)
     trainer.fit(stream)
-    score = mean_max_cosine(atoms, trainer.saes[0].W_dec.detach())
+    return trainer.saes[0]
+
+
+@pytest.mark.parametrize("arch", sorted(PLANTED))
+def test_recovers_planted_dictionary(arch: str, tmp_path) -> None:
+    atoms, stream = planted_stream()
+    sae = train_planted(SAEConfig(architecture=arch, d_in=D_IN, d_sae=128, **PLANTED[arch]), stream, tmp_path)
+    score = mean_max_cosine(atoms, sae.W_dec.detach())
     print(f"{arch}: mean max cosine {score:.3f}")
     assert score > 0.9, f"{arch}: mean max cosine to the planted atoms {score:.3f}"
+
+
+def assert_sparse_path_matches_dense(sae: SparseAutoencoder, coefficients: dict[str, float]) -> dict[str, float]:
+    """Run the sparse and the dense training paths on one batch (AuxK active); both must give the
+    same losses, gradients, output and firing counts. Returns the losses."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        sae.b_enc.normal_(0, 0.3)
+        sae.b_dec.normal_(0, 0.3)
+    x = torch.randn(200, sae.d_in)
+    dead = torch.zeros(sae.d_sae, dtype=torch.bool)
+    dead[::5] = True
+    results = []
+    for sparse in (True, False):
+        sae.zero_grad()
+        out = sae.training_forward(x, dead, sparse=sparse)
+        sae.loss(out, coefficients).backward()
+        results.append(({k: float(v.detach()) for k, v in out.losses.items()}, [p.grad.clone() for p in sae.parameters()], out))
+    (l_s, g_s, o_s), (l_d, g_d, o_d) = results
+    assert l_s.keys() == l_d.keys() and l_s["auxk"] > 0
+    for k in l_s:
+        assert l_s[k] == pytest.approx(l_d[k], rel=1e-4), k
+    for a, b in zip(g_s, g_d, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(o_s.sae_out, o_d.sae_out, rtol=1e-5, atol=1e-5)
+    assert torch.equal(o_s.fire_counts, o_d.fire_counts)
+    return l_s
 
 
 @pytest.mark.parametrize("arch", ["topk", "batchtopk"])
 def test_sparse_training_path_matches_dense(arch: str) -> None:
     """The sparse kernels give the dense autograd's losses and gradients (with AuxK active)."""
     torch.manual_seed(0)
-    cfg = SAEConfig(architecture=arch, d_in=24, d_sae=96, k=4, aux_k=6)
-    sae = build_sae(cfg)
-    with torch.no_grad():
-        sae.b_enc.normal_(0, 0.3)
-        sae.b_dec.normal_(0, 0.3)
-    x = torch.randn(200, 24)
-    dead = torch.zeros(96, dtype=torch.bool)
-    dead[::5] = True
-    results = []
-    for sparse in (True, False):
-        sae.zero_grad()
-        out = sae.training_forward(x, dead, sparse=sparse)
-        sae.loss(out, {"auxk": 0.5}).backward()
-        results.append(({k: float(v.detach()) for k, v in out.losses.items()}, [p.grad.clone() for p in sae.parameters()], out))
-    (l_s, g_s, o_s), (l_d, g_d, o_d) = results
-    assert l_s.keys() == l_d.keys() and l_s["auxk"] > 0
-    for k in l_s:
-        assert l_s[k] == pytest.approx(l_d[k], rel=1e-4)
-    for a, b in zip(g_s, g_d, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(o_s.sae_out, o_d.sae_out, rtol=1e-5, atol=1e-5)
-    assert torch.equal(o_s.fire_counts, o_d.fire_counts)
+    assert_sparse_path_matches_dense(build_sae(SAEConfig(architecture=arch, d_in=24, d_sae=96, k=4, aux_k=6)), {"auxk": 0.5})
 
 
 def test_sparse_ops_exclude_live_latents_from_aux() -> None:

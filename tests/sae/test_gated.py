@@ -11,9 +11,8 @@ from safetensors.torch import load_file, save_file
 
 from sae.architectures.base import build_sae
 from sae.checkpoint import load_sae, save_sae
-from sae.config import SAEConfig, TrainConfig
-from sae.training.trainer import Trainer
-from tests.sae.test_architectures import D_IN, mean_max_cosine, planted_stream
+from sae.config import SAEConfig
+from tests.sae.test_architectures import D_IN, mean_max_cosine, planted_stream, train_planted
 
 SAELENS_TENSORS = {"W_enc", "b_gate", "r_mag", "b_mag", "W_dec", "b_dec"}
 
@@ -59,19 +58,7 @@ def test_each_loss_trains_its_own_path() -> None:
 
 def test_recovers_planted_dictionary(tmp_path: Path) -> None:
     atoms, stream = planted_stream()
-    cfg = TrainConfig(
-        out_dir=str(tmp_path),
-        saes=[SAEConfig(architecture="gated", d_in=D_IN, d_sae=128, l1_coefficient=1.0)],
-        n_tokens=512 * 200,
-        lr=1e-2,
-        lr_warmup_steps=10,
-        sparsity_warmup_steps=30,
-        checkpoint_every_tokens=10**9,
-        progress=False,
-    )
-    trainer = Trainer(cfg)
-    trainer.fit(stream)
-    sae = trainer.saes[0]
+    sae = train_planted(SAEConfig(architecture="gated", d_in=D_IN, d_sae=128, l1_coefficient=1.0), stream, tmp_path)
     score = mean_max_cosine(atoms, sae.W_dec.detach())
     held_out = next(stream)
     held_out = held_out * (D_IN**0.5 / held_out.norm(dim=1).mean())  # the store's normalisation, as in training

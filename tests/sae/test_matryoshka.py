@@ -11,26 +11,14 @@ import torch
 from sae.architectures.base import build_sae
 from sae.architectures.matryoshka import prefix_ends
 from sae.checkpoint import load_sae, save_sae
-from sae.config import SAEConfig, TrainConfig
-from sae.training.trainer import Trainer
-from tests.sae.test_architectures import ACTIVE, D_IN, mean_max_cosine
+from sae.config import SAEConfig
+from tests.sae.test_architectures import ACTIVE, D_IN, assert_sparse_path_matches_dense, mean_max_cosine, train_planted
 
 ARCH = "matryoshka_batchtopk"
 
 
-def _train(arch: str, stream, tmp_path: Path, steps: int = 200, **sae_kw) -> torch.nn.Module:
-    cfg = TrainConfig(
-        out_dir=str(tmp_path / arch),
-        saes=[SAEConfig(architecture=arch, d_in=D_IN, d_sae=128, k=ACTIVE, **sae_kw)],
-        n_tokens=512 * steps,
-        lr=1e-2,
-        lr_warmup_steps=10,
-        checkpoint_every_tokens=10**9,
-        progress=False,
-    )
-    trainer = Trainer(cfg)
-    trainer.fit(stream)
-    return trainer.saes[0]
+def _train(arch: str, stream, tmp_path: Path, steps: int = 200) -> torch.nn.Module:
+    return train_planted(SAEConfig(architecture=arch, d_in=D_IN, d_sae=128, k=ACTIVE), stream, tmp_path / arch, steps)
 
 
 def _zipf_atoms(n_atoms: int = 64) -> torch.Tensor:
@@ -80,24 +68,8 @@ def test_recovers_planted_atoms_and_first_prefix_reconstructs_alone(tmp_path: Pa
 def test_sparse_path_matches_dense_with_prefix_losses() -> None:
     torch.manual_seed(0)
     sae = build_sae(SAEConfig(architecture=ARCH, d_in=24, d_sae=96, k=4, aux_k=6))
-    with torch.no_grad():
-        sae.b_enc.normal_(0, 0.3)
-        sae.b_dec.normal_(0, 0.3)
-    x = torch.randn(200, 24)
-    dead = torch.zeros(96, dtype=torch.bool)
-    dead[::5] = True
-    results = []
-    for sparse in (True, False):
-        sae.zero_grad()
-        out = sae.training_forward(x, dead, sparse=sparse)
-        sae.loss(out, sae.coefficients()).backward()
-        results.append(({k: float(v.detach()) for k, v in out.losses.items()}, [p.grad.clone() for p in sae.parameters()]))
-    (l_s, g_s), (l_d, g_d) = results
-    assert set(l_s) == {"mse", "auxk", "prefix_mse"} and l_s["prefix_mse"] > l_s["mse"] > 0
-    for k in l_s:
-        assert l_s[k] == pytest.approx(l_d[k], rel=1e-4), k
-    for a, b in zip(g_s, g_d, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    losses = assert_sparse_path_matches_dense(sae, sae.coefficients())
+    assert set(losses) == {"mse", "auxk", "prefix_mse"} and losses["prefix_mse"] > losses["mse"] > 0
 
 
 def test_prefix_loss_is_the_sum_of_prefix_reconstruction_errors() -> None:
