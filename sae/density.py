@@ -19,13 +19,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from sae.config import EvalConfig, StoreConfig
+from sae.config import EvalConfig, StoreConfig, to_dict
 from sae.eval_metrics import SparsityMetrics, sparsity_metrics
 
 if TYPE_CHECKING:
     from sae.architectures.base import SparseAutoencoder
 
 log = logging.getLogger(__name__)
+
+_ROWS_PER_FORWARD = 32  # rows per forward when activations come from the model (the cache's default)
 
 
 @torch.no_grad()
@@ -67,6 +69,32 @@ def density_batches(cfg: EvalConfig, sae: SparseAutoencoder, model_fn: Any) -> t
             return "cache", store.batches(n)
         log.info("the cache %s holds fewer than %d tokens at the SAE's hook; the density pass runs the model",
                  cfg.cache_dir, n)
-    from sae.evaluation import model_batches
 
     return "model", model_batches(model_fn(), sae, cfg, n)
+
+
+def model_batches(model: Any, sae: SparseAutoencoder, cfg: EvalConfig,
+                  n_tokens: int | None = None) -> Iterator[Tensor]:
+    """Activations at the SAE's hook (`n_tokens` of them; None: cfg.n_tokens), run on the fly with
+    the cache's extractor and filter."""
+    from sae.data import special_ids, token_rows
+    from sae.extract import ActivationExtractor
+
+    extractor = ActivationExtractor(
+        model,
+        [sae.cfg.hook_name],
+        **to_dict(cfg.token_filter),
+        extra_special_ids=list(special_ids(model.tokenizer, cfg.data)),
+    )
+    hook = extractor.hooks[0]
+    rows = token_rows(cfg.data, model.tokenizer)
+    n_tokens = cfg.n_tokens if n_tokens is None else n_tokens
+    seen = 0
+    while seen < n_tokens:
+        batch = [row for _, row in zip(range(_ROWS_PER_FORWARD), rows, strict=False)]
+        if not batch:
+            log.warning("text ran out after %d tokens (asked for %d)", seen, n_tokens)
+            break
+        x = extractor(torch.stack(batch)).acts[hook][: n_tokens - seen]
+        seen += x.shape[0]
+        yield x

@@ -33,7 +33,7 @@ from torch import Tensor
 
 from sae.absorption import run_absorption
 from sae.config import DEFAULT_MODEL, EvalConfig, StoreConfig, to_dict
-from sae.density import count_firing, density_batches
+from sae.density import count_firing, density_batches, model_batches
 from sae.eval_metrics import ReconstructionAccumulator
 from sae.eval_result import EvalResult, save_density_plot
 from sae.sparse_probing import run_sparse_probing
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_ROWS_PER_FORWARD = 32  # rows per forward when activations come from the model (the cache's default)
 
 
 def evaluate(
@@ -206,33 +205,6 @@ def _cache_batches(
         n, cfg.cache_dir, n,
     )
     return "cache-tail", _batches_from_acts(x, cfg.batch_size, n)
-
-
-def model_batches(model: Any, sae: SparseAutoencoder, cfg: EvalConfig,
-                  n_tokens: int | None = None) -> Iterator[Tensor]:
-    """Activations at the SAE's hook (`n_tokens` of them; None: cfg.n_tokens), run on the fly with
-    the cache's extractor and filter."""
-    from sae.data import special_ids, token_rows
-    from sae.extract import ActivationExtractor
-
-    extractor = ActivationExtractor(
-        model,
-        [sae.cfg.hook_name],
-        **to_dict(cfg.token_filter),
-        extra_special_ids=list(special_ids(model.tokenizer, cfg.data)),
-    )
-    hook = extractor.hooks[0]
-    rows = token_rows(cfg.data, model.tokenizer)
-    n_tokens = cfg.n_tokens if n_tokens is None else n_tokens
-    seen = 0
-    while seen < n_tokens:
-        batch = [row for _, row in zip(range(_ROWS_PER_FORWARD), rows, strict=False)]
-        if not batch:
-            log.warning("text ran out after %d tokens (asked for %d)", seen, n_tokens)
-            break
-        x = extractor(torch.stack(batch)).acts[hook][: n_tokens - seen]
-        seen += x.shape[0]
-        yield x
 
 
 # --------------------------------------------------------------------------- the SAE and the model
