@@ -64,12 +64,18 @@ def _run_side(python: str, command: str, folder: Path) -> list[dict]:
     return rows
 
 
+def shipped_architectures() -> list[str]:
+    """The registered architectures saekit ships (files in sae/architectures/), not ones a caller
+    registered at run time (the suite registers test-only ones that SAELens cannot know)."""
+    return [n for n in sae.architecture_names() if sae.get_architecture(n).__module__.startswith("sae.architectures.")]
+
+
 def saekit_to_saelens(x: torch.Tensor, python: str, folder: Path, dtype: str = "float32") -> list[dict]:
     """Every architecture saved by saekit in `dtype`, read back by SAELens. In bf16 the thresholds
     are random per latent (0.3-0.7, not bf16 values): what `save_sae` must round for SAELens."""
     x = x.to(getattr(torch, dtype))
     save_file({"x": x.contiguous()}, str(folder / "inputs.safetensors"))
-    for arch in sae.architecture_names():
+    for arch in shipped_architectures():
         torch.manual_seed(0)
         cfg = sae.SAEConfig(architecture=arch, d_in=x.shape[1], d_sae=4 * x.shape[1], k=16, hook_name=HOOK, dtype=dtype)
         model = sae.build_sae(cfg)
