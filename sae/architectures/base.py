@@ -279,8 +279,10 @@ class SparseAutoencoder(nn.Module):
 
     @classmethod
     def name_detail(cls, cfg: SAEConfig) -> str:
-        """What sets this SAE's sparsity, for run names (e.g. "k32"); "" when nothing is worth naming."""
-        return f"k{cfg.k}" if "k" in cls.config_fields else ""
+        """What sets this SAE's sparsity, for run names (e.g. "k32", "l1_2.5"); "" when nothing is worth naming."""
+        if "k" in cls.config_fields:
+            return f"k{cfg.k}"
+        return f"l1_{cfg.l1_coefficient:g}" if "l1_coefficient" in cls.config_fields else ""
 
     @classmethod
     def default_name(cls, cfg: SAEConfig) -> str:

@@ -54,9 +54,6 @@ class GatedSAE(SparseAutoencoder):
     def coefficients(self) -> dict[str, float]:
         return {"mse": 1.0, "l1": self.cfg.l1_coefficient, "aux": 1.0}
 
-    @classmethod
-    def name_detail(cls, cfg: SAEConfig) -> str:
-        return f"l1_{cfg.l1_coefficient:g}"
 
     def export(self) -> tuple[str, dict[str, Tensor], dict[str, Any]]:
         name, tensors, extra = super().export()

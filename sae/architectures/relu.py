@@ -12,7 +12,6 @@ import torch
 from torch import Tensor
 
 from sae.architectures.base import SparseAutoencoder, mse_loss, register
-from sae.config import SAEConfig
 
 
 @register("relu", saelens=("standard",))
@@ -37,6 +36,3 @@ class ReLUSAE(SparseAutoencoder):
     def coefficients(self) -> dict[str, float]:
         return {"mse": 1.0, "l1": self.cfg.l1_coefficient}
 
-    @classmethod
-    def name_detail(cls, cfg: SAEConfig) -> str:
-        return f"l1_{cfg.l1_coefficient:g}"
