@@ -174,9 +174,15 @@ def load_sae(
 ) -> SparseAutoencoder:
     """Load an SAE (ours, SAELens's, or Gemma Scope's params.npz). It works on raw activations.
 
+    `path`: a folder, or a Hub address `hf://OWNER/NAME[/SUBFOLDER][@REVISION]` (`sae.hub.pull_sae`:
+    downloaded once into the Hugging Face cache, offline after that).
     `normalization_scale` is only for SAELens files trained with
     normalize_activations="expected_average_only_in" whose factor was not folded in.
     """
+    if isinstance(path, str) and path.startswith("hf://"):
+        from sae.hub import pull_sae  # huggingface_hub loads only for Hub addresses
+
+        path = pull_sae(path)
     folder = _resolve(Path(path))
     if (folder / CFG_FILE).exists():
         raw_cfg = _read_json(folder / CFG_FILE)
