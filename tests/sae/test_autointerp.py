@@ -262,3 +262,16 @@ def test_shared_prefix_gives_the_same_probabilities(model):
     client.share_prefix = False
     full = client.yes_probability(prompts)
     assert shared == pytest.approx(full, abs=1e-4) and len(set(shared)) == 3
+
+
+def test_a_gguf_file_is_a_client_equal_to_the_embedded_model(model, tmp_path):
+    """A .gguf path (a model shipped in a PyPI package, as the embedded one is) loads as a judge."""
+    from sae.embedded import find_gguf
+
+    from_file = sae.make_client(str(find_gguf()))
+    prompts = [[{"role": "user", "content": f"Is {w} a colour? Answer yes or no."}] for w in ("red", "soup")]
+    assert from_file.id == "gguf:SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert from_file.yes_probability(prompts) == pytest.approx(LocalClient.embedded(model).yes_probability(prompts),
+                                                                abs=1e-4)
+    with pytest.raises(AutointerpError, match="does not exist"):
+        sae.make_client(str(tmp_path / "missing.gguf"))
