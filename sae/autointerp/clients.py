@@ -150,17 +150,18 @@ class LocalClient:
         dev = next(self.model.parameters()).device
         kv = KVCache(self.model)
         with torch.no_grad():
-            if P:
-                kv.forward(torch.tensor([rows[0][:P]], device=dev))
+            if P:  # logits_to_keep: the unembedding of every position costs as much as the body for a large vocabulary
+                kv.forward(torch.tensor([rows[0][:P]], device=dev), logits_to_keep=1)
                 kv.cache.batch_repeat_interleave(B)
             S = max(len(r) for r in rows) - P
             pad = self.tokenizer.pad_token_id or 0
             tails = torch.tensor([r[P:] + [pad] * (S - len(r) + P) for r in rows], device=dev)
             mask = torch.tensor([[1] * len(r) + [0] * (S - len(r) + P) for r in rows], device=dev)
             pos = (P + torch.arange(S, device=dev)).expand(B, S)
-            logits = kv.forward(tails, attention_mask=mask, position_ids=pos).logits
             last = torch.tensor([len(r) - P - 1 for r in rows], device=dev)
-            logp = torch.log_softmax(logits[torch.arange(B, device=dev), last].float(), dim=-1)
+            keep, where = last.unique(return_inverse=True)  # only the answer positions are unembedded
+            logits = kv.forward(tails, attention_mask=mask, position_ids=pos, logits_to_keep=keep).logits
+            logp = torch.log_softmax(logits[torch.arange(B, device=dev), where].float(), dim=-1)
         yes = torch.logsumexp(logp[:, self._yes], dim=-1)
         no = torch.logsumexp(logp[:, self._no], dim=-1)
         return torch.sigmoid(yes - no).tolist()

@@ -262,6 +262,14 @@ def test_shared_prefix_gives_the_same_probabilities(model):
     client.share_prefix = False
     full = client.yes_probability(prompts)
     assert shared == pytest.approx(full, abs=1e-4) and len(set(shared)) == 3
+    import torch  # and both equal a plain forward of each prompt alone, read at its last position
+
+    for m, p in zip(prompts, shared):
+        ids = torch.tensor([client.tokenizer(client._render(m), add_special_tokens=False).input_ids])
+        with torch.no_grad():
+            logp = torch.log_softmax(client.model(input_ids=ids).logits[0, -1].float(), dim=-1)
+        direct = torch.sigmoid(logp[client._yes].logsumexp(0) - logp[client._no].logsumexp(0))
+        assert p == pytest.approx(float(direct), abs=1e-4)
 
 
 def test_a_gguf_file_is_a_client_equal_to_the_embedded_model(model, tmp_path):
