@@ -12,7 +12,7 @@ import logging
 import sys
 
 # Order is the order `saekit --help` lists them in: the pipeline's order.
-COMMANDS = ["setup", "hooks", "cache", "train", "eval", "analyze", "autointerp", "explore", "steer", "steer_sweep", "steer_bench", "demo"]
+COMMANDS = ["setup", "hooks", "cache", "train", "eval", "push", "analyze", "autointerp", "neuronpedia", "explore", "steer", "steer_sweep", "steer_bench", "demo"]
 
 
 def _load_commands() -> list:

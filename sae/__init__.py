@@ -73,6 +73,10 @@ _EXPORTS: dict[str, str] = {
     "save_sae": "sae.checkpoint",
     "load_sae": "sae.checkpoint",
     "CheckpointError": "sae.checkpoint",
+    # the Hugging Face Hub: push a checkpoint with a model card, pull `hf://OWNER/NAME[/SUB][@REV]`
+    "push_sae": "sae.hub",
+    "pull_sae": "sae.hub",
+    "HubError": "sae.hub",
     "train": "sae.training.run",
     "resolve_train_config": "sae.training.run",
     "Trainer": "sae.training.trainer",
@@ -109,6 +113,9 @@ _EXPORTS: dict[str, str] = {
     "make_client": "sae.autointerp.clients",
     "AutointerpError": "sae.autointerp.clients",
     "inactive_check": "sae.autointerp.samples",
+    # Neuronpedia: the feature DB as its upload files, validated against the shipped schema
+    "export_neuronpedia": "sae.features.neuronpedia_export",
+    "NeuronpediaExportError": "sae.features.neuronpedia_validate",
     # logit lens: what a direction writes, through the final norm's weight and W_U
     "unembedding": "sae.features.lens",
     "lens_logits": "sae.features.lens",
