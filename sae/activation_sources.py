@@ -13,6 +13,12 @@ stays at two buffers. Held-out tokens are the cache's last ones.
 stream, where ``R = buffer_tokens // T`` and the first ``h`` rows are held out. Rows are
 deterministic, so any buffer can be recomputed from its index alone: resuming costs re-tokenizing
 the rows before it and one buffer's forward passes, not the whole epoch.
+
+Paired sources (a transcoder's, `target_hook=`): each row is a token position's input activation
+and its target activation side by side ([n, d_in + d_out]), so the store shuffles, normalises and
+cuts both with one permutation. A position is paired where both hooks' token filters kept it (the
+cache stores each hook's kept positions only; the live model applies the same rule, so a cache and
+the model give the same pairs): `paired_positions` maps it into each hook's kept rows.
 """
 
 from __future__ import annotations
@@ -22,16 +28,16 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import torch
 
 from sae.config import DataConfig, StoreConfig, to_dict
 from sae.manifest import CacheManifest
 from sae.model import hf_module_of
-from sae.shards import CacheError, acts_key, check_shard
+from sae.shards import CacheError, acts_key, check_shard, keep_key
 
-__all__ = ["ActivationSource", "CacheSource", "ModelSource", "StoreError"]
+__all__ = ["ActivationPair", "ActivationSource", "CacheSource", "ModelSource", "StoreError", "paired_positions"]
 
 _CHUNKS_PER_BUFFER = 16
 _NORM_SAMPLE = 65_536  # tokens used to estimate the normalisation scale
@@ -42,6 +48,30 @@ Span = tuple[int, int, int]  # (shard, start, stop) of kept tokens
 
 class StoreError(ValueError):
     """An activation store (over a cache or a live model) asked for something its source cannot give."""
+
+
+class ActivationPair(NamedTuple):
+    """A transcoder's batch: the same token positions at its input hook and at its target hook."""
+
+    input: torch.Tensor  # [B, d_in]
+    target: torch.Tensor  # [B, d_out]
+
+
+def paired_positions(keep_in_BT: torch.Tensor, keep_out_BT: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Indices into each hook's kept activations (row-major) of the positions both hooks kept; None
+    when the two keep masks are the same (then kept row i of one is kept row i of the other)."""
+    if torch.equal(keep_in_BT, keep_out_BT):
+        return None
+    both = (keep_in_BT & keep_out_BT).flatten()
+    return tuple((k.flatten().long().cumsum(0) - 1)[both] for k in (keep_in_BT, keep_out_BT))  # type: ignore[return-value]
+
+
+def take_pairs(acts_in: torch.Tensor, acts_out: torch.Tensor,
+               maps: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    """[n_pairs, d_in + d_out]: each paired position's input and target activations side by side."""
+    if maps is not None:
+        acts_in, acts_out = acts_in[maps[0]], acts_out[maps[1]]
+    return torch.cat([acts_in, acts_out.to(acts_in.dtype)], dim=1)
 
 
 def stable_seed(*parts: int) -> int:
@@ -62,6 +92,8 @@ class ActivationSource(Protocol):
     kind: str  # "cache" | "model": recorded in the store's state, so a resume finds the same kind
     hook: str
     d_in: int
+    target_hook: str | None  # a transcoder's target hook: rows are [input | target] (None: input only)
+    d_out: int | None  # width of target_hook's activations
     fingerprint: str | None  # identifies a cache's contents (None: computed on the fly)
     prefetch: bool  # cheap to read the next buffer in a background thread while one is consumed
     epoch_tokens: int | None  # training tokens per epoch (None until an epoch has been seen)
@@ -71,13 +103,13 @@ class ActivationSource(Protocol):
         """Lay epochs out in buffers of ~`buffer_tokens` for this seed (also on resume)."""
 
     def buffer(self, epoch: int, b: int) -> torch.Tensor | None:
-        """Unshuffled kept activations [n, d_in] of buffer `b` of `epoch`; None past its end."""
+        """Unshuffled kept activations [n, d_in (+ d_out)] of buffer `b` of `epoch`; None past its end."""
 
     def held_out(self, n: int) -> torch.Tensor:
-        """The first `n` held-out activations [n, d_in] (never in a training buffer)."""
+        """The first `n` held-out activations [n, d_in (+ d_out)] (never in a training buffer)."""
 
     def normalization_sample(self) -> torch.Tensor:
-        """A deterministic sample of training activations [m, d_in] for the normalisation scale."""
+        """A deterministic sample of training activations [m, d_in (+ d_out)] for the normalisation scales."""
 
 
 # --------------------------------------------------------------------------- from a cache
@@ -100,31 +132,40 @@ def inputs_provenance(data: Mapping[str, Any], token_filter: Mapping[str, Any], 
     }
 
 
-def cache_provenance(manifest: CacheManifest, hook: str) -> dict[str, Any]:
+def cache_provenance(manifest: CacheManifest, hook: str, target_hook: str | None = None) -> dict[str, Any]:
     cfg = manifest.config
     out = inputs_provenance(cfg.get("data") or {}, cfg.get("token_filter") or {},
                             (manifest.hf_modules or {}).get(hook), (cfg.get("model") or {}).get("dtype"))
+    if target_hook is not None:
+        out["hf_hook_name_out"] = (manifest.hf_modules or {}).get(target_hook)
     return {**out, "activation_cache_fingerprint": manifest.fingerprint}
 
 
 class CacheSource:
-    """Chunks of a cache's shards, for one hook."""
+    """Chunks of a cache's shards, for one hook (or an input hook and a target hook, paired)."""
 
     kind = "cache"
     prefetch = True
 
-    def __init__(self, manifest: CacheManifest, hook: str, cfg: StoreConfig) -> None:
+    def __init__(self, manifest: CacheManifest, hook: str, cfg: StoreConfig, target_hook: str | None = None) -> None:
         manifest.require_complete()
         self.dir = manifest.path
         self.hook = hook
-        self.key = acts_key(hook)
+        self.target_hook = target_hook
+        self.hooks = [hook] if target_hook is None else [hook, target_hook]
         self.verify = cfg.verify
         self.fingerprint: str | None = manifest.fingerprint
         self.d_in = manifest.d_in_of(hook)
+        self.d_out = manifest.d_in_of(target_hook) if target_hook is not None else None
         self.shards = manifest.shards
         for entry in self.shards:  # cheap size check now; sha256 when first read
             check_shard(self.dir, entry, full=False)
-        self.total = manifest.n_kept(hook)
+        self._maps: OrderedDict[int, tuple[torch.Tensor, torch.Tensor] | None] = OrderedDict()
+        self._lock = threading.Lock()  # the prefetch thread reads too
+        self._handles: OrderedDict[int, Any] = OrderedDict()
+        # kept tokens (pairs) per shard: a pair exists where both hooks kept the position
+        self._n = [int(e["n_kept"][hook]) for e in self.shards] if target_hook is None else self._count_pairs()
+        self.total = sum(self._n)
         held = cfg.held_out_tokens
         if held >= self.total:
             raise StoreError(
@@ -132,10 +173,8 @@ class CacheSource:
                 f"{self.total} tokens for {hook}"
             )
         self.epoch_tokens: int | None = self.total - held
-        self.provenance = cache_provenance(manifest, hook)
-        self._handles: OrderedDict[int, Any] = OrderedDict()
+        self.provenance = cache_provenance(manifest, hook, target_hook)
         self._verified: set[int] = set()
-        self._lock = threading.Lock()  # the prefetch thread reads too
         self.arrange(cfg.buffer_tokens, cfg.seed, cfg.shuffle)
 
     def arrange(self, buffer_tokens: int, seed: int, shuffle: bool) -> None:
@@ -180,8 +219,7 @@ class CacheSource:
         """Chunks covering global kept-token positions [lo, hi) (shard order), none across shards."""
         out = []
         base = 0
-        for i, e in enumerate(self.shards):
-            n = e["n_kept"][self.hook]
+        for i, n in enumerate(self._n):
             a, b = max(lo, base), min(hi, base + n)
             for start in range(a, b, self._chunk):
                 out.append((i, start - base, min(b, start + self._chunk) - base))
@@ -193,12 +231,35 @@ class CacheSource:
         return torch.cat([self._slice(s, a, b) for s, a, b in spans])
 
     def _slice(self, shard: int, start: int, stop: int) -> torch.Tensor:
+        """Kept activations [start, stop) of a shard ([input | target] of its pairs when paired)."""
+        path = self.dir / self.shards[shard]["file"]
+        handle = self._handle(shard, verify=True)
+        if self.target_hook is None:
+            acts = handle.get_slice(acts_key(self.hook))[start:stop]
+            _check_finite(acts, path, self.hook)
+            return acts
+        maps = self._pair_map(shard, handle)
+        parts = []
+        for j, hook in enumerate(self.hooks):
+            if maps is None:
+                part = handle.get_slice(acts_key(hook))[start:stop]
+            else:  # one contiguous read covering the rows wanted, then the rows themselves
+                idx = maps[j][start:stop]
+                lo = int(idx[0]) if idx.numel() else 0
+                hi = int(idx[-1]) + 1 if idx.numel() else 0
+                part = handle.get_slice(acts_key(hook))[lo:hi][idx - lo]
+            _check_finite(part, path, hook)
+            parts.append(part)
+        return take_pairs(parts[0], parts[1], None)
+
+    def _handle(self, shard: int, verify: bool) -> Any:
+        """The shard's open safetensors handle (sha256-checked on first read when `verify`)."""
         from safetensors import safe_open
 
         entry = self.shards[shard]
         path = self.dir / entry["file"]
         with self._lock:
-            if self.verify and shard not in self._verified:
+            if verify and self.verify and shard not in self._verified:
                 check_shard(self.dir, entry, full=True)
                 self._verified.add(shard)
             handle = self._handles.pop(shard, None)
@@ -210,9 +271,29 @@ class CacheSource:
                 if len(self._handles) >= _MAX_OPEN:
                     self._handles.popitem(last=False)
             self._handles[shard] = handle
-        acts = handle.get_slice(self.key)[start:stop]
-        _check_finite(acts, path, self.hook)
-        return acts
+        return handle
+
+    def _keeps(self, handle: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        return handle.get_tensor(keep_key(self.hooks[0])), handle.get_tensor(keep_key(self.hooks[1]))
+
+    def _count_pairs(self) -> list[int]:
+        """Positions both hooks kept, per shard (reads the small keep masks; sha256 waits for the acts)."""
+        counts = []
+        for i in range(len(self.shards)):
+            keep_in, keep_out = self._keeps(self._handle(i, verify=False))
+            counts.append(int((keep_in & keep_out).sum()))
+        return counts
+
+    def _pair_map(self, shard: int, handle: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
+        with self._lock:
+            if shard in self._maps:
+                return self._maps[shard]
+        maps = paired_positions(*self._keeps(handle))
+        with self._lock:
+            self._maps[shard] = maps
+            if len(self._maps) > _MAX_OPEN:
+                self._maps.popitem(last=False)
+        return maps
 
 
 def _check_finite(acts: torch.Tensor, shard: Path, hook: str) -> None:
@@ -237,16 +318,21 @@ class ModelSource:
     fingerprint: str | None = None
 
     def __init__(
-        self, model: Any, data: DataConfig, hook: str, cfg: StoreConfig, n_tokens: int | None
+        self, model: Any, data: DataConfig, hook: str, cfg: StoreConfig, n_tokens: int | None,
+        target_hook: str | None = None,
     ) -> None:
         from sae.data import special_ids
         from sae.extract import ActivationExtractor
+        from sae.model import validate_hook
 
         bos, sep = special_ids(model.tokenizer, data)
         self.extractor = ActivationExtractor(
-            model, [hook], **to_dict(cfg.token_filter), extra_special_ids=[bos, sep]
+            model, [hook] + ([target_hook] if target_hook else []), **to_dict(cfg.token_filter), extra_special_ids=[bos, sep]
         )
         self.hook = self.extractor.hooks[0]
+        self.target_hook = validate_hook(model, target_hook) if target_hook is not None else None
+        self.d_out: int | None = None
+        self._widths: tuple[int, int] | None = None
         self.model = model
         self.data = data
         self.batch_rows = cfg.model_batch_size
@@ -259,8 +345,14 @@ class ModelSource:
         self._next_row = 0
         self._cache: dict[tuple[int, int], torch.Tensor | None] = {}
         self._epoch_count: dict[int, int] = {}
-        self.d_in = int(self.normalization_sample().shape[-1])
+        self.normalization_sample()  # the first buffer: its activations' widths
+        assert self._widths is not None
+        self.d_in = self._widths[0]
+        if self.target_hook is not None:
+            self.d_out = self._widths[1]
         self.provenance = inputs_provenance(to_dict(data), to_dict(cfg.token_filter), hf_module_of(model, self.hook))
+        if self.target_hook is not None:
+            self.provenance["hf_hook_name_out"] = hf_module_of(model, self.target_hook)
 
     def arrange(self, buffer_tokens: int, seed: int, shuffle: bool) -> None:
         # the store shuffles within a buffer; the rows of a buffer do not depend on the seed
@@ -317,9 +409,17 @@ class ModelSource:
 
     def _acts(self, rows: list[torch.Tensor]) -> torch.Tensor:
         parts = []
+        t = self.target_hook
         for i in range(0, len(rows), self.batch_rows):
             res = self.extractor(torch.stack(rows[i : i + self.batch_rows]))
-            parts.append(res.acts[self.hook])
+            x = res.acts[self.hook]
+            self._widths = (int(x.shape[-1]), int(res.acts[t].shape[-1]) if t is not None else 0)
+            if t is None:
+                parts.append(x)
+            elif t == self.hook:
+                parts.append(take_pairs(x, x, None))
+            else:
+                parts.append(take_pairs(x, res.acts[t], paired_positions(res.keep[self.hook], res.keep[t])))
         return torch.cat(parts) if parts else torch.empty(0, 0)
 
     def _count(self, b: int, acts: torch.Tensor | None) -> None:

@@ -23,6 +23,15 @@ unchanged). Then ((x - b_dec') W_enc' + b_enc) = ((s x - b_dec) W_enc + b_enc): 
 pre-activations, so identical codes; and codes @ W_dec' + b_dec' = (normalised output) / s.
 Decoder rows therefore have norm 1/s after folding; `normalize_activations` is "none".
 
+Transcoders (`SAEConfig.hook_name_out`) are saved in SAELens's transcoder layout: "architecture"
+"transcoder" / "skip_transcoder" / "jumprelu_transcoder" / "jumprelu_skip_transcoder" (and, by the
+same rule, saekit-only names such as "topk_transcoder" where SAELens has none), "d_out",
+"apply_b_dec_to_input": false, metadata "hook_name_out" (+ "hf_hook_name_out"), W_dec [d_sae, d_out],
+b_dec [d_out] and a skip transcoder's W_skip [d_out, d_in]. Input and target were scaled by their own
+factors s (input) and t (target): W_enc' = s W_enc, W_dec' = W_dec / t, b_dec' = b_dec / t,
+W_skip' = W_skip s / t (no b_dec is subtracted from a transcoder's input), so the file maps raw input
+activations to raw target activations.
+
 Reading (`load_sae`) takes our files, SAELens files (v6 and older), and the native npz formats
 architectures register, e.g. Gemma Scope's `params.npz` (read with allow_pickle=False). Shapes,
 architectures and config fields are checked, with errors that say what to fix.
@@ -52,6 +61,7 @@ from sae.architectures.base import (
     get_architecture,
     native_formats,
     saelens_names,
+    split_transcoder_name,
 )
 from sae.atomic_io import atomic_write_bytes, atomic_write_json
 from sae.config import ConfigError, SAEConfig, from_dict, to_dict
@@ -77,25 +87,29 @@ def save_sae(
     path: str | Path,
     *,
     normalization_scale: float | None = None,
+    target_scale: float | None = None,
     extra: dict[str, Any] | None = None,
     inputs: dict[str, Any] | None = None,
 ) -> Path:
     """Write `sae` to `path/` (created) with the normalisation scale folded in. Returns the folder.
+    `target_scale`: a transcoder's target factor (the store's `target_scale`; needed whenever
+    `normalization_scale` is given for a transcoder, since its input and target differ).
     `inputs`: how its training activations were made (dataset, token filter, HF module, ...; the
     trainer passes its store's provenance), merged into the SAELens metadata with the model's
     identity (`sae.embedded.model_identity`)."""
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    arch, tensors, extra_cfg = sae.export()
-    scale = float(normalization_scale) if normalization_scale is not None else 1.0
-    if not np.isfinite(scale) or scale <= 0:
-        raise CheckpointError(f"normalization_scale must be a positive finite number, got {normalization_scale}")
+    arch, tensors, extra_cfg = sae.export_layout()
+    scale, out_scale = _scales(sae, normalization_scale, target_scale)
     tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in tensors.items()}
     tensors = _representable_in(tensors, _parse_dtype(sae.cfg.dtype))
     if scale != 1.0:
         tensors["W_enc"] = tensors["W_enc"] * scale
-        tensors["W_dec"] = tensors["W_dec"] / scale
-        tensors["b_dec"] = tensors["b_dec"] / scale
+    if out_scale != 1.0:
+        tensors["W_dec"] = tensors["W_dec"] / out_scale
+        tensors["b_dec"] = tensors["b_dec"] / out_scale
+    if "W_skip" in tensors and scale != out_scale:
+        tensors["W_skip"] = tensors["W_skip"] * (scale / out_scale)
     cfg = sae.cfg
     metadata = _metadata(cfg, inputs)
     doc: dict[str, Any] = {
@@ -117,6 +131,7 @@ def save_sae(
             "sae": to_dict(cfg),
             "trained_architecture": sae.architecture,
             "normalization_scale": scale,
+            **({"target_normalization_scale": out_scale} if sae.is_transcoder else {}),
             "normalization_folded": True,
             **(extra or {}),
         },
@@ -124,6 +139,25 @@ def save_sae(
     atomic_write_bytes(out / WEIGHTS_FILE, save(tensors))
     atomic_write_json(out / CFG_FILE, doc)
     return out
+
+
+def _scales(sae: SparseAutoencoder, normalization_scale: float | None,
+            target_scale: float | None) -> tuple[float, float]:
+    """(input, output) factors to fold; an autoencoder's output is its input, scaled alike."""
+    if sae.is_transcoder and normalization_scale is not None and target_scale is None:
+        raise CheckpointError(
+            f"a transcoder's input ({sae.cfg.hook_name}) and target ({sae.cfg.hook_name_out}) were scaled by "
+            "their own factors: pass target_scale= (the store's target_scale) beside normalization_scale"
+        )
+    if not sae.is_transcoder and target_scale is not None and target_scale != normalization_scale:
+        raise CheckpointError(f"target_scale is a transcoder's; this SAE on {sae.cfg.hook_name} has one scale")
+    out = []
+    for name, value in (("normalization_scale", normalization_scale), ("target_scale", target_scale)):
+        v = float(value) if value is not None else 1.0
+        if not np.isfinite(v) or v <= 0:
+            raise CheckpointError(f"{name} must be a positive finite number, got {value}")
+        out.append(v)
+    return out[0], out[1] if target_scale is not None else out[0]
 
 
 def _representable_in(tensors: dict[str, Tensor], dtype: torch.dtype) -> dict[str, Tensor]:
@@ -137,16 +171,18 @@ def _representable_in(tensors: dict[str, Tensor], dtype: torch.dtype) -> dict[st
 
 def _metadata(cfg: SAEConfig, inputs: dict[str, Any] | None) -> dict[str, Any]:
     """cfg.json's "metadata": SAELens's fields, the model's identity and how the inputs were made."""
+    transcoder = {"hook_name_out": cfg.hook_name_out, "hook_head_index_out": None} if cfg.hook_name_out is not None else {}
     return {
         "model_name": cfg.model_name,
         "hook_name": cfg.hook_name,
         "hook_head_index": None,
+        **transcoder,
         "context_size": cfg.context_size,
         "prepend_bos": True,
         "sae_lens_version": SAELENS_LAYOUT_VERSION,
         "sae_lens_training_version": None,
         **_model_identity(cfg.model_name),
-        **{k: v for k, v in (inputs or {}).items() if k not in ("model_name", "hook_name")},
+        **{k: v for k, v in (inputs or {}).items() if k not in ("model_name", "hook_name", "hook_name_out")},
     }
 
 
@@ -203,6 +239,9 @@ def load_sae(
     _check_tensors(tensors, sae, folder)
     sae.load_state_dict(tensors, strict=True, assign=True)
     if scale is not None and scale != 1.0:
+        if sae.is_transcoder:
+            raise CheckpointError(f"{folder}: a transcoder with an unfolded normalize_activations factor is not "
+                                  "supported (its input and target need their own factors)")
         with torch.no_grad():
             sae.W_enc.mul_(scale)
             sae.W_dec.div_(scale)
@@ -286,6 +325,7 @@ def _parse_cfg(raw: dict[str, Any], folder: Path, normalization_scale: float | N
     for key, want in (("d_in", cfg.d_in), ("d_sae", cfg.d_sae)):
         if raw[key] != want:
             raise _damaged(where, f"{key}={raw[key]} disagrees with the saekit block's {want}")
+    _check_transcoder_fields(raw, cfg, where)
     return cfg, _scale_to_fold(raw.get("normalize_activations", "none"), normalization_scale, where)
 
 
@@ -295,7 +335,8 @@ def _architecture_of(raw: dict[str, Any], where: Path) -> type[SparseAutoencoder
     cls = from_saelens(saelens_arch, raw.get("activation_fn") or raw.get("activation_fn_str"))
     if cls is None:
         raise CheckpointError(
-            f"{where}: architecture {saelens_arch!r} is not supported; supported: {saelens_names()} "
+            f"{where}: architecture {saelens_arch!r} is not supported; supported: {saelens_names()} and their "
+            "transcoders (e.g. 'transcoder', 'jumprelu_skip_transcoder') "
             f"(our architectures: {architectures()}). saekit cannot load this SAE: use it with SAELens, "
             f"or train a supported one here (`saekit train --arch {SAEConfig.architecture}`)"
         )
@@ -327,11 +368,28 @@ def _cfg_from_saelens(raw: dict[str, Any], cls: type[SparseAutoencoder], where: 
         apply_b_dec_to_input=bool(raw.get("apply_b_dec_to_input", True)),
         dtype=str(_parse_dtype(raw.get("dtype", "float32"))).removeprefix("torch."),
     )
+    split = split_transcoder_name(str(raw.get("architecture", SAELENS_UNNAMED)))
+    if split is not None:  # SAELens keeps the output hook in the metadata (older loaders: top level)
+        d_out = raw.get("d_out")
+        if not isinstance(d_out, int) or isinstance(d_out, bool) or d_out <= 0:
+            raise _damaged(where, f"a transcoder needs a positive integer 'd_out', got {d_out!r}")
+        cfg.hook_name_out = str(meta.get("hook_name_out") or raw.get("hook_name_out") or "")
+        cfg.d_out, cfg.skip_connection, cfg.apply_b_dec_to_input = d_out, split[1], False
     try:
         cls.read_saelens_cfg(raw, cfg)
     except ValueError as e:
         raise _damaged(where, str(e)) from e
     return cfg
+
+
+def _check_transcoder_fields(raw: dict[str, Any], cfg: SAEConfig, where: Path) -> None:
+    """A cfg.json whose architecture name, d_out and saekit block disagree about being a transcoder."""
+    split = split_transcoder_name(str(raw.get("architecture", SAELENS_UNNAMED)))
+    if (split is not None) != (cfg.hook_name_out is not None) or (split is not None and split[1] != cfg.skip_connection):
+        raise _damaged(where, f"architecture {raw.get('architecture')!r} disagrees with the saekit block "
+                              f"(hook_name_out={cfg.hook_name_out!r}, skip_connection={cfg.skip_connection})")
+    if split is not None and raw.get("d_out") != (cfg.d_out if cfg.d_out is not None else cfg.d_in):
+        raise _damaged(where, f"d_out={raw.get('d_out')} disagrees with the saekit block's {cfg.d_out}")
 
 
 def _scale_to_fold(norm: Any, normalization_scale: float | None, where: Path) -> float | None:

@@ -119,7 +119,13 @@ class SAEConfig:
     dead_after_tokens: int | None = None
     target_l0: float | None = None  # jumprelu: penalise (L0/target - 1)^2 instead of L0
     decoder_init_norm: float | None = None  # None: the architecture's default (relu 0.1, others 1)
-    apply_b_dec_to_input: bool = True  # subtract b_dec before encoding (SAELens's flag)
+    apply_b_dec_to_input: bool = True  # subtract b_dec before encoding (SAELens's flag); off for transcoders
+    # Transcoders (Dunefsky et al. 2024): read `hook_name`, reconstruct `hook_name_out` (e.g. an MLP's
+    # input -> its output). None: an autoencoder, which reconstructs its own input. Any architecture.
+    hook_name_out: str | None = None
+    d_out: int | None = None  # width of hook_name_out (None: d_in)
+    # transcoders: add a learned linear term x W_skip^T to the output (skip transcoder, Paulo et al. 2025)
+    skip_connection: bool = False
     # Settings only one architecture reads, checked by that architecture's own `Options` dataclass
     # (e.g. matryoshka_batchtopk's {"group_sizes": [...]}): a new architecture adds its settings in
     # its own file, not here. CLI: `saekit train --option group_sizes=[288,288,576]`.

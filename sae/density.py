@@ -74,19 +74,23 @@ def density_batches(cfg: EvalConfig, sae: SparseAutoencoder, model_fn: Any) -> t
 
 
 def model_batches(model: Any, sae: SparseAutoencoder, cfg: EvalConfig,
-                  n_tokens: int | None = None) -> Iterator[Tensor]:
+                  n_tokens: int | None = None, targets: bool = False) -> Iterator[Any]:
     """Activations at the SAE's hook (`n_tokens` of them; None: cfg.n_tokens), run on the fly with
-    the cache's extractor and filter."""
+    the cache's extractor and filter. `targets`: a transcoder's (input, target) pairs of the positions
+    both hooks keep (`sae.activation_sources.paired_positions`), as its store trains on them."""
+    from sae.activation_sources import paired_positions
     from sae.data import special_ids, token_rows
     from sae.extract import ActivationExtractor
+    from sae.model import validate_hook
 
     extractor = ActivationExtractor(
         model,
-        [sae.cfg.hook_name],
+        [sae.cfg.hook_name, *([sae.cfg.hook_name_out] if targets else [])],
         **to_dict(cfg.token_filter),
         extra_special_ids=list(special_ids(model.tokenizer, cfg.data)),
     )
     hook = extractor.hooks[0]
+    out = validate_hook(model, sae.output_hook) if targets else None
     rows = token_rows(cfg.data, model.tokenizer)
     n_tokens = cfg.n_tokens if n_tokens is None else n_tokens
     seen = 0
@@ -95,6 +99,14 @@ def model_batches(model: Any, sae: SparseAutoencoder, cfg: EvalConfig,
         if not batch:
             log.warning("text ran out after %d tokens (asked for %d)", seen, n_tokens)
             break
-        x = extractor(torch.stack(batch)).acts[hook][: n_tokens - seen]
+        res = extractor(torch.stack(batch))
+        if out is None:
+            x = res.acts[hook][: n_tokens - seen]
+            seen += x.shape[0]
+            yield x
+            continue
+        maps = paired_positions(res.keep[hook], res.keep[out])
+        x, y = (res.acts[hook], res.acts[out]) if maps is None else (res.acts[hook][maps[0]], res.acts[out][maps[1]])
+        x, y = x[: n_tokens - seen], y[: n_tokens - seen]
         seen += x.shape[0]
-        yield x
+        yield x, y

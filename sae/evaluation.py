@@ -12,6 +12,11 @@ or the model run on the fly over `cfg.data` with the cache's own extractor and t
 (special tokens and norm outliers dropped). Everything is computed in fp32, whatever the SAE's
 dtype. CE / KL (`cfg.ce_batches` > 0) come from `sae.splice`.
 
+A transcoder is measured against its target: batches are (input, target) pairs (`acts` may be one
+pair of tensors or an iterable of pairs; the cache and the model give pairs of the same positions),
+FVU and the other reconstruction metrics compare `sae.reconstruct(input)` with the target, and the
+CE pass splices its output in place of `hook_name_out` (`sae.splice`).
+
 Opt-in, slower: `cfg.density_tokens` counts dead / dense latents over their own budget
 (`sae.density`); `cfg.probing` adds sparse probing (`sae.sparse_probing`) and `cfg.absorption`
 first-letter absorption (`sae.absorption`), both of which run the model.
@@ -65,6 +70,9 @@ def evaluate(
         raise ValueError(f"density_tokens must be >= 0 (0: count dead / dense latents over n_tokens), "
                          f"got {cfg.density_tokens}; e.g. --density-tokens 500000")
     sae_obj, sae_path = _resolve_sae(sae, cfg or EvalConfig())
+    if sae_obj.is_transcoder and cfg is not None and cfg.absorption:
+        raise ValueError("first-letter absorption reads decoder rows in the input's space; a transcoder's decode "
+                         f"into {sae_obj.cfg.hook_name_out!r}: evaluate it without --absorption")
     sae_obj.eval()
     cfg = _with_training_held_out(cfg or EvalConfig(), sae_path, given_acts=acts is not None)
     if acts is not None:
@@ -73,8 +81,8 @@ def evaluate(
         source, batches = _cache_batches(cfg, sae_obj, _held_by_training(sae_path, cfg.cache_dir))
     else:
         model = model if model is not None else _load_model(cfg, sae_obj)
-        source, batches = "model", model_batches(model, sae_obj, cfg)
-    acc = ReconstructionAccumulator(sae_obj.d_in, sae_obj.d_sae, device=sae_obj.device)
+        source, batches = "model", model_batches(model, sae_obj, cfg, targets=sae_obj.is_transcoder)
+    acc = ReconstructionAccumulator(sae_obj.d_out, sae_obj.d_sae, device=sae_obj.device)
     for x in _bar(batches, progress, "reconstruction"):
         _reconstruct_into(acc, sae_obj, x)
     recon, sparsity = acc.results(source, cfg.dense_threshold)
@@ -149,25 +157,52 @@ def _held_by_training(sae_path: str | None, cache_dir: str) -> int | None:
 
 
 @torch.no_grad()
-def _reconstruct_into(acc: ReconstructionAccumulator, sae: SparseAutoencoder, x: Tensor) -> None:
+def _reconstruct_into(acc: ReconstructionAccumulator, sae: SparseAutoencoder, batch: Tensor | tuple[Tensor, Tensor]) -> None:
+    """Add one batch: the SAE's input, or a transcoder's (input, target) pair."""
+    x, y = _split(batch, sae)
     check_width(math.prod(x.shape[1:]), sae)
     x = x.reshape(-1, sae.d_in).to(sae.device)
+    y = x if y is None else y.reshape(-1, sae.d_out).to(sae.device)
     codes = sae.encode(x.to(sae.dtype))
-    x_hat = sae.decode(codes)
-    acc.update(x.float(), codes, x_hat.float())
+    y_hat = sae.decode(codes)
+    skip = sae.skip_term(x)
+    if skip is not None:
+        y_hat = y_hat + skip
+    acc.update(y.float(), codes, y_hat.float())
 
 
-def _batches_from_acts(acts: Tensor | Iterable[Tensor], batch_size: int, n_tokens: int) -> Iterator[Tensor]:
-    """Batches of at most `batch_size` rows from a tensor or an iterable; all of a given tensor."""
-    if isinstance(acts, Tensor):
-        flat = acts.reshape(-1, acts.shape[-1])
-        for i in range(0, flat.shape[0], batch_size):
-            yield flat[i : i + batch_size]
+def _split(batch: Tensor | tuple[Tensor, Tensor], sae: SparseAutoencoder) -> tuple[Tensor, Tensor | None]:
+    if isinstance(batch, Tensor):
+        if sae.is_transcoder:
+            raise ValueError(
+                f"a transcoder is measured against its target: give (input, target) pairs of {sae.cfg.hook_name!r} "
+                f"and {sae.cfg.hook_name_out!r} activations (acts=(x, y)), or a cache holding both hooks"
+            )
+        return batch, None
+    x, y = batch
+    if x.reshape(-1, x.shape[-1]).shape[0] != y.reshape(-1, y.shape[-1]).shape[0]:
+        raise ValueError(f"input and target hold different numbers of tokens ({tuple(x.shape)} vs {tuple(y.shape)})")
+    if not sae.is_transcoder:
+        raise ValueError(f"an (input, target) pair is for transcoders; this SAE reconstructs {sae.cfg.hook_name!r}: "
+                         "give its activations alone")
+    return x, y
+
+
+def _batches_from_acts(acts: Any, batch_size: int, n_tokens: int) -> Iterator[Any]:
+    """Batches of at most `batch_size` rows from a tensor (or an (input, target) pair of tensors) or
+    an iterable of them; all of a given tensor or pair."""
+    if isinstance(acts, Tensor) or (isinstance(acts, tuple) and len(acts) == 2 and isinstance(acts[0], Tensor)):
+        parts = [acts] if isinstance(acts, Tensor) else list(acts)
+        flat = [t.reshape(-1, t.shape[-1]) for t in parts]
+        for i in range(0, flat[0].shape[0], batch_size):
+            rows = [t[i : i + batch_size] for t in flat]
+            yield rows[0] if isinstance(acts, Tensor) else tuple(rows)
         return
     seen = 0
     for batch in acts:
         yield batch
-        seen += batch.reshape(-1, batch.shape[-1]).shape[0]
+        first = batch if isinstance(batch, Tensor) else batch[0]
+        seen += first.reshape(-1, first.shape[-1]).shape[0]
         if seen >= n_tokens:
             return
 
@@ -190,7 +225,8 @@ def _cache_batches(
     n = min(cfg.n_tokens, max(manifest.n_kept(hook) - 1, 1))
     store_cfg = StoreConfig(batch_size=cfg.batch_size, shuffle=False, normalize=False,
                             device=str(sae.device), dtype="float32", held_out_tokens=n)
-    store = ActivationStore.from_cache(cfg.cache_dir, hook=hook, cfg=store_cfg, manifest=manifest)
+    store = ActivationStore.from_cache(cfg.cache_dir, hook=hook, cfg=store_cfg, manifest=manifest,
+                                       target_hook=sae.cfg.hook_name_out)
     if store.d_in != sae.d_in:
         raise ValueError(
             f"cache {cfg.cache_dir} holds d_in={store.d_in} activations at {store.hook!r} but the SAE has "

@@ -9,6 +9,11 @@ the zero-ablation runs. SAELens splices every position; but the BOS residual has
 them ruins the loss for reasons that say nothing about the SAE. The loss is still scored on
 every next-token prediction of the row. The counts of kept positions are in the result.
 `ce_rows` gives the rows: `cfg.data` after the rows the cache was built from (`skip_rows`).
+
+A transcoder is spliced in place of what it reconstructs: in the same forward pass its input is read
+at `hook_name` and its output replaces the activation at `hook_name_out` (e.g. the MLP's output
+computed from the MLP's input), and the baseline zero-ablates `hook_name_out`. Positions are spliced
+where both hooks' filters keep them, as the paired store trains on them.
 """
 
 from __future__ import annotations
@@ -62,37 +67,48 @@ def splice_ce(
 
     from sae.model import validate_hook
 
-    hook = validate_hook(model, sae.cfg.hook_name)
-    token_filter = _token_filter(model, hook, cfg)
+    hooks = [validate_hook(model, h) for h in dict.fromkeys([sae.cfg.hook_name, sae.output_hook])]
+    filters = [_token_filter(model, h, cfg) for h in hooks]
     device = model_device(model)
     totals: Counter[str] = Counter()
     for tokens_BT in tqdm(batches, desc="CE", unit="batch", disable=not progress):
-        totals.update(_splice_batch(model, sae, hook, token_filter, tokens_BT.to(device)))
+        totals.update(_splice_batch(model, sae, hooks, filters, tokens_BT.to(device)))
     if totals["rows"] == 0:
         raise ValueError("the CE pass got no token rows; give tokens= or a data source with text")
     return _downstream(totals)
 
 
 def _splice_batch(
-    model: Any, sae: SparseAutoencoder, hook: str, token_filter: TokenFilter, tokens_BT: Tensor
+    model: Any, sae: SparseAutoencoder, hooks: list[str], filters: list[TokenFilter], tokens_BT: Tensor
 ) -> dict[str, float]:
-    """Summed CE / KL of one batch under the three runs, and the position counts."""
+    """Summed CE / KL of one batch under the three runs, and the position counts. `hooks`: the SAE's
+    hook, or a transcoder's input and output hooks (the output is the one replaced)."""
     captured: dict[str, Tensor] = {}
 
-    def capture(act: Tensor, hook: Any) -> None:
-        captured["act"] = act.detach()
+    def capture(name: str) -> Any:
+        def fn(act: Tensor, hook: Any) -> None:
+            captured[name] = act.detach()
 
-    clean = model.run_with_hooks(tokens_BT, fwd_hooks=[(hook, capture)], return_type="logits")
-    if "act" not in captured:
-        raise RuntimeError(f"hook {hook!r} never fired during the forward pass; is it a hook of this model?")
-    check_width(math.prod(captured["act"].shape[2:]), sae)  # [B, T, ...]
-    kept = token_filter(tokens_BT, captured["act"])
-    mask = kept.keep.view(*kept.keep.shape, *[1] * (captured["act"].dim() - 2))
+        return fn
+
+    clean = model.run_with_hooks(tokens_BT, fwd_hooks=[(h, capture(h)) for h in hooks], return_type="logits")
+    for h in hooks:
+        if h not in captured:
+            raise RuntimeError(f"hook {h!r} never fired during the forward pass; is it a hook of this model?")
+    x_in, out_hook = captured[hooks[0]], hooks[-1]
+    check_width(math.prod(x_in.shape[2:]), sae)  # [B, T, ...]
+    masks = [f(tokens_BT, captured[h]) for f, h in zip(filters, hooks, strict=True)]
+    keep = masks[0].keep if len(masks) == 1 else masks[0].keep & masks[1].keep
+    mask = keep.view(*keep.shape, *[1] * (captured[out_hook].dim() - 2))
+    reading: dict[str, Tensor] = {}
+
+    def read(act: Tensor, hook: Any) -> None:  # a transcoder's input, upstream of what it replaces
+        reading["x"] = act
 
     def splice(act: Tensor, hook: Any) -> Tensor:
-        flat = act.reshape(-1, sae.d_in).to(sae.device, sae.dtype)
-        recon = sae.decode(sae.encode(flat)).reshape(act.shape).to(act.device, act.dtype)
-        return torch.where(mask, recon, act)
+        x = reading.pop("x", act) if len(hooks) > 1 else act
+        recon = sae.reconstruct(x.reshape(-1, sae.d_in).to(sae.device, sae.dtype))
+        return torch.where(mask, recon.reshape(act.shape).to(act.device, act.dtype), act)
 
     def zero(act: Tensor, hook: Any) -> Tensor:
         return torch.where(mask, torch.zeros_like(act), act)
@@ -100,14 +116,17 @@ def _splice_batch(
     clean_logp = torch.log_softmax(clean.float(), dim=-1)
     sums = {"clean": next_token_ce(clean, tokens_BT).sum().item()}
     del clean
+    readers = [(hooks[0], read)] if len(hooks) > 1 else []
     for name, fn in (("sae", splice), ("zero", zero)):
-        logits = model.run_with_hooks(tokens_BT, fwd_hooks=[(hook, fn)], return_type="logits")
+        logits = model.run_with_hooks(tokens_BT, fwd_hooks=[*readers, (out_hook, fn)], return_type="logits")
         sums[name] = next_token_ce(logits, tokens_BT).sum().item()
         sums[f"kl_{name}"] = kl_per_position(clean_logp, logits).sum().item()
         del logits
     B, T = tokens_BT.shape
-    counts = {"rows": B, "pred": B * (T - 1), "pos": B * T, "spliced": int(kept.keep.sum()),
-              "special": kept.n_special, "outlier": kept.n_outlier}
+    special = masks[-1].n_special  # at the replaced hook; a transcoder's other unspliced positions count as outliers
+    outlier = masks[0].n_outlier if len(masks) == 1 else B * T - int(keep.sum()) - special
+    counts = {"rows": B, "pred": B * (T - 1), "pos": B * T, "spliced": int(keep.sum()),
+              "special": special, "outlier": outlier}
     return {**sums, **counts}
 
 

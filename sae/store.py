@@ -12,6 +12,10 @@ buffers whatever the cache size; shards are memory-mapped and sha256-checked the
 are read (`StoreConfig.verify`). From the model, a buffer is `buffer_tokens // T` consecutive
 rows run through the model; mixing spans one buffer (a cache mixes better; use one for long runs).
 
+A transcoder's store (`target_hook=`) yields `ActivationPair(input [B, d_in], target [B, d_out])`:
+the same token positions at both hooks (paired where both hooks' filters kept the position), one
+shuffle for both, each side normalised by its own factor (`normalization_scale`, `target_scale`).
+
 `state_dict()` records the stream position (epoch, buffer, offset) and everything the order
 depends on; `load_state_dict()` resumes at exactly the next token. Held-out tokens
 (`StoreConfig.held_out_tokens`) are the cache's last tokens / the text stream's first rows, and
@@ -29,6 +33,7 @@ from typing import Any
 import torch
 
 from sae.activation_sources import (
+    ActivationPair,
     ActivationSource,
     CacheSource,
     ModelSource,
@@ -39,14 +44,15 @@ from sae.config import DataConfig, StoreConfig
 from sae.devices import parse_dtype, pick_device
 from sae.manifest import CacheManifest
 
-__all__ = ["ActivationStore", "StoreError"]
+__all__ = ["ActivationPair", "ActivationStore", "StoreError"]
 
 
 # --------------------------------------------------------------------------- the store
 
 
 class ActivationStore:
-    """Iterable of activation batches `[batch_size, d_in]` (see the module docstring)."""
+    """Iterable of activation batches `[batch_size, d_in]`, or of `ActivationPair`s for a transcoder
+    (see the module docstring)."""
 
     def __init__(self, source: ActivationSource, cfg: StoreConfig) -> None:
         if cfg.batch_size <= 0 or cfg.buffer_tokens <= 0:
@@ -55,6 +61,8 @@ class ActivationStore:
         self.hook = source.hook
         self._src = source
         self.d_in: int = source.d_in
+        self.target_hook: str | None = getattr(source, "target_hook", None)
+        self.d_out: int | None = getattr(source, "d_out", None)
         self.provenance: dict[str, Any] = dict(getattr(source, "provenance", {}) or {})
         self.device = pick_device(cfg.device)
         self.dtype = parse_dtype(cfg.dtype)
@@ -67,7 +75,12 @@ class ActivationStore:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="saekit-store")
         self._prefetch: dict[tuple[int, int], Future] = {}
         self._cur: tuple[tuple[int, int], torch.Tensor | None] | None = None
-        self.normalization_scale = self._scale_of(source.normalization_sample())
+        sample = source.normalization_sample()
+        self.normalization_scale = self._scale_of(sample[:, : self.d_in], self.hook)
+        # a transcoder's target has its own scale (e.g. an MLP's output is ~10x smaller than its input)
+        self.target_scale: float | None = (
+            self._scale_of(sample[:, self.d_in :], self.target_hook) if self.target_hook is not None else None
+        )
 
     # ------------------------------------------------------------------ constructors
 
@@ -78,8 +91,10 @@ class ActivationStore:
         hook: str | None = None,
         cfg: StoreConfig | None = None,
         manifest: CacheManifest | None = None,
+        target_hook: str | None = None,
     ) -> ActivationStore:
-        """Batches from an activation cache (`manifest`: the cache's, when already read)."""
+        """Batches from an activation cache (`manifest`: the cache's, when already read); with
+        `target_hook`, (input, target) pairs for a transcoder: the cache must hold both hooks."""
         cfg = cfg or StoreConfig()
         d = Path(cache_dir)
         manifest = manifest or CacheManifest.read(d)
@@ -88,9 +103,16 @@ class ActivationStore:
             if len(hooks) != 1:
                 raise StoreError(f"the cache at {d} holds several hooks {hooks}; pass hook=<one of them>")
             hook = hooks[0]
-        if hook not in hooks:
+        missing = [h for h in (hook, target_hook) if h is not None and h not in hooks]
+        if missing and target_hook is not None:
+            raise StoreError(
+                f"a transcoder reads {hook!r} and reconstructs {target_hook!r}, but the cache at {d} holds {hooks} "
+                f"(no {', '.join(map(repr, missing))}): cache both in one pass with "
+                f"`saekit cache --hook {hook} --hook {target_hook} --out NEW_DIR`"
+            )
+        if missing:
             raise StoreError(f"the cache at {d} has no hook {hook!r}; it holds {hooks}")
-        return cls(CacheSource(manifest, hook, cfg), cfg)
+        return cls(CacheSource(manifest, hook, cfg, target_hook), cfg)
 
     @classmethod
     def from_model(
@@ -100,21 +122,37 @@ class ActivationStore:
         hook: str,
         cfg: StoreConfig | None = None,
         n_tokens: int | None = None,
+        target_hook: str | None = None,
     ) -> ActivationStore:
-        """Activations computed on the fly; an epoch is the first `n_tokens` of text (or all)."""
+        """Activations computed on the fly; an epoch is the first `n_tokens` of text (or all). With
+        `target_hook`, (input, target) pairs from the same forward passes, for a transcoder."""
         cfg = cfg or StoreConfig()
-        return cls(ModelSource(model, data, hook, cfg, n_tokens), cfg)
+        return cls(ModelSource(model, data, hook, cfg, n_tokens, target_hook), cfg)
 
-    def _scale_of(self, acts: torch.Tensor) -> float:
+    def _scale_of(self, acts: torch.Tensor, hook: str) -> float:
+        """The factor that makes `hook`'s mean activation norm sqrt(width)."""
         mean_norm = torch.linalg.vector_norm(acts.float(), dim=-1).mean().item()
         if not math.isfinite(mean_norm):
             raise StoreError(
-                f"activations of {self.hook} hold NaN or inf values (mean norm {mean_norm}), so they cannot be "
+                f"activations of {hook} hold NaN or inf values (mean norm {mean_norm}), so they cannot be "
                 "normalised or learned from: load the model in float32 (model.dtype=float32)"
             )
         if mean_norm <= 0:
-            raise StoreError(f"activations of {self.hook} are all zero; cannot normalise them: choose another hook")
-        return math.sqrt(self.d_in) / mean_norm
+            raise StoreError(f"activations of {hook} are all zero; cannot normalise them: choose another hook")
+        return math.sqrt(acts.shape[-1]) / mean_norm
+
+    def _normalize_(self, buf: torch.Tensor) -> None:
+        if self.target_scale is None:
+            buf.mul_(self.normalization_scale)
+        else:
+            buf[:, : self.d_in].mul_(self.normalization_scale)
+            buf[:, self.d_in :].mul_(self.target_scale)
+
+    def _out(self, rows: torch.Tensor) -> torch.Tensor | ActivationPair:
+        """A batch as served: the tensor, or a transcoder's (input, target) pair cut from it."""
+        if self.target_hook is None:
+            return rows
+        return ActivationPair(rows[:, : self.d_in].contiguous(), rows[:, self.d_in :].contiguous())
 
     # ------------------------------------------------------------------ buffers
 
@@ -128,7 +166,7 @@ class ActivationStore:
         else:
             buf = buf.clone()  # an ordinary tensor (raw ones may be inference tensors)
         if self.cfg.normalize:
-            buf.mul_(self.normalization_scale)
+            self._normalize_(buf)
         return buf
 
     def _get(self, epoch: int, b: int) -> torch.Tensor | None:
@@ -147,7 +185,7 @@ class ActivationStore:
 
     # ------------------------------------------------------------------ iteration
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
+    def __iter__(self) -> Iterator[torch.Tensor | ActivationPair]:
         """Batches forever, from the current position (a new iterator continues where it is)."""
         bs = self.cfg.batch_size
         epoch, b, off = self._pos
@@ -174,10 +212,10 @@ class ActivationStore:
                     self._pos = (epoch, b, off)
                     self.epoch = epoch
                     parts, need = [], bs
-                    yield batch
+                    yield self._out(batch)
             b, off = b + 1, 0
 
-    def batches(self, n_tokens: int) -> Iterator[torch.Tensor]:
+    def batches(self, n_tokens: int) -> Iterator[torch.Tensor | ActivationPair]:
         """Exactly ceil(n_tokens / batch_size) batches."""
         n = math.ceil(n_tokens / self.cfg.batch_size)
         it = iter(self)
@@ -188,6 +226,7 @@ class ActivationStore:
 
     def state_dict(self) -> dict[str, Any]:
         """The stream position and all the order depends on (a format trainer checkpoints hold)."""
+        paired = {"target_hook": self.target_hook, "target_scale": self.target_scale} if self.target_hook else {}
         return {
             "version": 1,
             "source": self._src.kind,
@@ -199,13 +238,16 @@ class ActivationStore:
             "shuffle": self.shuffle,
             "normalization_scale": self.normalization_scale,
             "n_tokens": self.n_tokens,
+            **paired,  # a transcoder's store only: an SAE's state keeps its format
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("source") != self._src.kind or state.get("hook") != self.hook:
+        if (state.get("source") != self._src.kind or state.get("hook") != self.hook
+                or state.get("target_hook") != self.target_hook):
             raise StoreError(
-                f"store state is for a {state.get('source')} store of {state.get('hook')!r}; this is "
-                f"a {self._src.kind} store of {self.hook!r}"
+                f"store state is for a {state.get('source')} store of {state.get('hook')!r} "
+                f"(target {state.get('target_hook')!r}); this is a {self._src.kind} store of {self.hook!r} "
+                f"(target {self.target_hook!r})"
             )
         if state.get("fingerprint") != self._src.fingerprint:
             raise StoreError("store state was saved for a different activation cache")
@@ -214,6 +256,8 @@ class ActivationStore:
         self.buffer_tokens = int(state["buffer_tokens"])
         self._src.arrange(self.buffer_tokens, self.seed, self.shuffle)
         self.normalization_scale = float(state["normalization_scale"])
+        if self.target_hook is not None:
+            self.target_scale = float(state["target_scale"])
         self.n_tokens = state.get("n_tokens")
         epoch, b, off = (int(x) for x in state["position"])
         self._pos = (epoch, b, off)
@@ -223,8 +267,9 @@ class ActivationStore:
 
     # ------------------------------------------------------------------ evaluation
 
-    def held_out(self, n_tokens: int | None = None, raw: bool = False) -> torch.Tensor:
-        """The first `n_tokens` of the reserved held-out tokens (normalised like batches unless `raw`)."""
+    def held_out(self, n_tokens: int | None = None, raw: bool = False) -> torch.Tensor | ActivationPair:
+        """The first `n_tokens` of the reserved held-out tokens (normalised like batches unless `raw`);
+        a transcoder's store gives an `ActivationPair`."""
         reserved = self.cfg.held_out_tokens
         n = reserved if n_tokens is None else n_tokens
         if reserved <= 0:
@@ -236,11 +281,12 @@ class ActivationStore:
             raise StoreError(f"asked for {n} held-out tokens but only {reserved} are reserved")
         acts = self._src.held_out(n).to(self.device).to(self.dtype).clone()
         if self.cfg.normalize and not raw:
-            acts.mul_(self.normalization_scale)
-        return acts
+            self._normalize_(acts)
+        return self._out(acts)
 
     def __repr__(self) -> str:
         return (
             f"ActivationStore({self._src.kind}, hook={self.hook!r}, d_in={self.d_in}, "
-            f"n_tokens={self.n_tokens}, batch_size={self.cfg.batch_size}, epoch={self.epoch})"
+            + (f"target_hook={self.target_hook!r}, d_out={self.d_out}, " if self.target_hook else "")
+            + f"n_tokens={self.n_tokens}, batch_size={self.cfg.batch_size}, epoch={self.epoch})"
         )

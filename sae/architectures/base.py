@@ -19,13 +19,24 @@ loss whose coefficient warms up) and `coefficients()` (the final weight of every
 Everything else that differs between architectures is also answered here, so that the trainer,
 checkpoints, evaluation and the CLI never name one: `config_fields` (the SAEConfig fields it
 reads), `default_name` (run folder), `param_groups` (optimizer groups), `keep_fp32`,
-`expected_tensors`, `export` / `import_tensors` / `read_saelens_cfg` (the SAELens layout, both
+`expected_tensors`, `export` (+ `export_layout`) / `import_tensors` / `read_saelens_cfg` (the SAELens layout, both
 directions), `summary` (evaluation's report) and `describe` (the CLI's line). The defaults fit a
 plain SAE with the four SAELens tensors; an architecture overrides only what it changes.
+
+Transcoders are not an architecture but a setting every architecture takes (`SAEConfig.hook_name_out`):
+the codes come from `hook_name` and decode to another hook's activations (`W_dec [d_sae, d_out]`,
+`b_dec [d_out]`, no b_dec subtraction on the input), optionally plus a linear skip term
+`x W_skip^T` (`W_skip [d_out, d_in]`, zero at init, SAELens's layout). The base class owns all of
+it: the trainer's entry `forward_for_training(x, target)` subtracts the skip term from the target
+and hands the rest to the architecture's `training_forward(x, ..., target=)`, which reconstructs
+`target` instead of `x` when given one. Saved under SAELens's transcoder names ("transcoder",
+"skip_transcoder", "jumprelu_transcoder", "jumprelu_skip_transcoder"), and by the same rule
+"<name>_transcoder" / "<name>_skip_transcoder" for mechanisms SAELens has no transcoder of (TopK, Gated).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
@@ -46,10 +57,27 @@ _SAELENS: dict[str | tuple[str, str], str] = {}
 _NATIVE: dict[str, tuple[str, str]] = {}
 
 
+def transcoder_saelens_name(name: str, skip: bool) -> str:
+    """The SAELens architecture name of a transcoder whose SAE would be saved as `name`."""
+    if name == SAELENS_UNNAMED:
+        return "skip_transcoder" if skip else "transcoder"
+    return f"{name}_skip_transcoder" if skip else f"{name}_transcoder"
+
+
+def split_transcoder_name(name: str) -> tuple[str, bool] | None:
+    """(SAE name, skip) of a transcoder architecture name; None when `name` is not a transcoder's."""
+    for suffix, skip in (("skip_transcoder", True), ("transcoder", False)):
+        if name == suffix:
+            return SAELENS_UNNAMED, skip
+        if name.endswith("_" + suffix):
+            return name[: -len(suffix) - 1], skip
+    return None
+
+
 class ForwardOutput(NamedTuple):
     """What `forward` returns: the reconstruction, the codes, and every loss term by name."""
 
-    sae_out: Float[Tensor, "batch d_in"]
+    sae_out: Float[Tensor, "batch d_out"]
     feature_acts: Float[Tensor, "batch d_sae"]
     losses: dict[str, Tensor]  # e.g. {"mse": ..., "l1": ...}; `loss` sums them with weights
 
@@ -57,7 +85,7 @@ class ForwardOutput(NamedTuple):
 class TrainOutput(NamedTuple):
     """What `training_forward` returns to the trainer (no dense codes)."""
 
-    sae_out: Float[Tensor, "batch d_in"]
+    sae_out: Float[Tensor, "batch d_out"]
     losses: dict[str, Tensor]  # unweighted; the trainer applies `coefficients()` x schedules
     fire_counts: Tensor  # long [d_sae]: tokens of this batch on which each latent fired
     l0: Tensor  # scalar: mean number of active latents per token
@@ -124,13 +152,17 @@ def from_saelens(name: object, activation_fn: object = None) -> type[SparseAutoe
     _load_all()
     if not isinstance(name, str):
         return None
+    split = split_transcoder_name(name)
+    if split is not None:  # a transcoder of the SAE saved under that name
+        name = split[0]
     ours = _SAELENS.get((name, activation_fn)) if isinstance(activation_fn, str) else None
     ours = ours or _SAELENS.get(name)
     return _REGISTRY[ours] if ours is not None else None
 
 
 def saelens_names() -> list[str]:
-    """Every SAELens architecture name some registered class loads."""
+    """Every SAELens architecture name some registered class loads (and, by `transcoder_saelens_name`,
+    the transcoder of each: "transcoder", "jumprelu_transcoder", "topk_skip_transcoder", ...)."""
     _load_all()
     return sorted(k for k in _SAELENS if isinstance(k, str))
 
@@ -143,6 +175,13 @@ def native_formats() -> dict[str, tuple[str, type[SparseAutoencoder]]]:
 
 def build_sae(cfg: SAEConfig) -> SparseAutoencoder:
     return get_architecture(cfg.architecture)(cfg)
+
+
+def kind_name(cfg: SAEConfig) -> str:
+    """The architecture's name, marked as a transcoder where it is one (run names, the CLI's line)."""
+    if cfg.hook_name_out is None:
+        return cfg.architecture
+    return f"{cfg.architecture}_{'skip_' if cfg.skip_connection else ''}transcoder"
 
 
 def mse_loss(sae_out_BD: Tensor, x_BD: Tensor) -> Tensor:
@@ -169,17 +208,27 @@ class SparseAutoencoder(nn.Module):
 
     def __init__(self, cfg: SAEConfig) -> None:
         super().__init__()
-        if cfg.d_in <= 0 or cfg.d_sae <= 0:
-            raise ValueError(f"d_in and d_sae must be positive, got d_in={cfg.d_in}, d_sae={cfg.d_sae}")
+        if cfg.d_in <= 0 or cfg.d_sae <= 0 or (cfg.d_out is not None and cfg.d_out <= 0):
+            raise ValueError(f"d_in, d_sae and d_out must be positive, got d_in={cfg.d_in}, d_sae={cfg.d_sae}, "
+                             f"d_out={cfg.d_out}")
+        if cfg.skip_connection and cfg.hook_name_out is None:
+            raise ValueError("skip_connection=True is a transcoder's setting: set hook_name_out (the hook to "
+                             "reconstruct, e.g. blocks.15.hook_mlp_out) or drop skip_connection")
+        if cfg.hook_name_out is not None and cfg.apply_b_dec_to_input:
+            # b_dec lives in the output's space (SAELens refuses the flag on transcoders too)
+            cfg = dataclasses.replace(cfg, apply_b_dec_to_input=False)
         self.options = self.parse_options(cfg)
         self.cfg = cfg
         self.d_in = cfg.d_in
         self.d_sae = cfg.d_sae
+        self.d_out = cfg.d_out if cfg.d_out is not None else cfg.d_in
         dtype = getattr(torch, cfg.dtype)
         self.W_enc = nn.Parameter(torch.empty(cfg.d_in, cfg.d_sae, dtype=dtype))
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae, dtype=dtype))
-        self.W_dec = nn.Parameter(torch.empty(cfg.d_sae, cfg.d_in, dtype=dtype))
-        self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, dtype=dtype))
+        self.W_dec = nn.Parameter(torch.empty(cfg.d_sae, self.d_out, dtype=dtype))
+        self.b_dec = nn.Parameter(torch.zeros(self.d_out, dtype=dtype))
+        # zero at init: the codes first learn what the linear map cannot give
+        self.W_skip = nn.Parameter(torch.zeros(self.d_out, cfg.d_in, dtype=dtype)) if cfg.skip_connection else None
         self.reset_parameters()
 
     @classmethod
@@ -206,18 +255,24 @@ class SparseAutoencoder(nn.Module):
     # ------------------------------------------------------------------ to override
 
     def reset_parameters(self) -> None:
-        """W_dec rows: random directions with the architecture's norm; W_enc = W_dec^T."""
+        """W_dec rows: random directions with the architecture's norm; W_enc = W_dec^T (a transcoder's
+        encoder reads another space: its own random directions of the same norm)."""
         norm = self.cfg.decoder_init_norm if self.cfg.decoder_init_norm is not None else self.default_decoder_norm
         nn.init.kaiming_uniform_(self.W_dec)
         with torch.no_grad():
             self.W_dec *= norm / self.W_dec.norm(dim=1, keepdim=True)
-            self.W_enc.copy_(self.W_dec.T)
+            if self.is_transcoder:
+                nn.init.kaiming_uniform_(self.W_enc)
+                self.W_enc *= norm / self.W_enc.norm(dim=0, keepdim=True)
+            else:
+                self.W_enc.copy_(self.W_dec.T)
 
     def activation(self, pre_acts: Float[Tensor, "batch d_sae"]) -> Float[Tensor, "batch d_sae"]:
         raise NotImplementedError
 
     def losses(self, x: Tensor, pre_acts: Tensor, feature_acts: Tensor, sae_out: Tensor) -> dict[str, Tensor]:
-        """Named losses of a dense forward pass (mse plus the architecture's sparsity terms)."""
+        """Named losses of a dense forward pass (mse plus the architecture's sparsity terms). `x` is what
+        `sae_out` must reconstruct: the input, or a transcoder's target less its skip term."""
         return {"mse": mse_loss(sae_out, x)}
 
     def coefficients(self) -> dict[str, float]:
@@ -225,14 +280,39 @@ class SparseAutoencoder(nn.Module):
         return {"mse": 1.0}
 
     def training_forward(
-        self, x: Float[Tensor, "batch d_in"], dead_mask: Tensor | None = None, sparse: bool = True
+        self, x: Float[Tensor, "batch d_in"], dead_mask: Tensor | None = None, sparse: bool = True,
+        target: Tensor | None = None,
     ) -> TrainOutput:
-        """Default: the dense path. Sparse architectures override this."""
+        """Default: the dense path. Sparse architectures override this. `target` [batch, d_out]: what
+        codes @ W_dec + b_dec must reconstruct (None: x itself); `forward_for_training` passes it."""
         pre = self.pre_acts(x)
         acts = self.activation(pre)
         out = acts @ self.W_dec + self.b_dec
         fired = acts > 0
-        return TrainOutput(out, self.losses(x, pre, acts, out), fired.sum(0), fired.sum(-1).float().mean())
+        y = x if target is None else target
+        return TrainOutput(out, self.losses(y, pre, acts, out), fired.sum(0), fired.sum(-1).float().mean())
+
+    def forward_for_training(
+        self, x: Tensor, target: Tensor | None = None, dead_mask: Tensor | None = None, sparse: bool = True
+    ) -> TrainOutput:
+        """The trainer's entry: `training_forward` on x, reconstructing `target` (a transcoder's
+        activations at hook_name_out; None for an autoencoder) less the skip term, so that every
+        architecture's losses see the part its codes must explain. `sae_out` includes the skip term."""
+        if not self.is_transcoder:
+            if target is not None:
+                raise ValueError(f"{self.cfg.architecture} SAE on {self.cfg.hook_name!r} reconstructs its input; "
+                                 "a target is for transcoders (set hook_name_out)")
+            return self.training_forward(x, dead_mask, sparse)
+        if target is None:
+            raise ValueError(f"a transcoder needs target activations from {self.cfg.hook_name_out!r} beside its "
+                             f"input; pass (input, target) batches (the store pairs them)")
+        x_BD = x.reshape(-1, self.d_in)
+        y_BD = self._check_target(target).reshape(-1, self.d_out)
+        skip = self.skip_term(x_BD)
+        if skip is not None:
+            y_BD = y_BD - skip
+        out = self.training_forward(x_BD, dead_mask, sparse, target=y_BD)
+        return out if skip is None else out._replace(sae_out=out.sae_out + skip.detach())
 
     @torch.no_grad()
     def init_from_data(self, x: Float[Tensor, "batch d_in"]) -> None:
@@ -243,10 +323,21 @@ class SparseAutoencoder(nn.Module):
         """Called after each optimizer step with that step's output (default: nothing)."""
 
     def export(self) -> tuple[str, dict[str, Tensor], dict[str, Any]]:
-        """(SAELens architecture name, tensors to save, extra cfg.json keys) for inference use."""
+        """(SAELens architecture name, tensors to save, extra cfg.json keys) of this architecture as
+        an autoencoder, for inference use (`export_layout` adds a transcoder's parts)."""
         tensors = {n: getattr(self, n).detach() for n in SAELENS_TENSORS}
         extra = {"k": self.cfg.k} if "k" in self.config_fields else {}
         return self.saelens_name or self.architecture, tensors, extra
+
+    def export_layout(self) -> tuple[str, dict[str, Tensor], dict[str, Any]]:
+        """What a checkpoint holds: `export`, renamed to the transcoder layout for a transcoder
+        (SAELens's name, "d_out", W_skip [d_out, d_in] of a skip transcoder)."""
+        name, tensors, extra = self.export()
+        if not self.is_transcoder:
+            return name, tensors, extra
+        if self.W_skip is not None:
+            tensors["W_skip"] = self.W_skip.detach()
+        return transcoder_saelens_name(name, self.W_skip is not None), tensors, {**extra, "d_out": self.d_out}
 
     @classmethod
     def import_tensors(cls, tensors: dict[str, Tensor], cfg: SAEConfig) -> dict[str, Tensor]:
@@ -287,13 +378,13 @@ class SparseAutoencoder(nn.Module):
     @classmethod
     def default_name(cls, cfg: SAEConfig) -> str:
         """Run folder name when SAEConfig.name is unset: architecture, width, sparsity."""
-        return "_".join(p for p in (cfg.architecture, str(cfg.d_sae), cls.name_detail(cfg)) if p)
+        return "_".join(p for p in (kind_name(cfg), str(cfg.d_sae), cls.name_detail(cfg)) if p)
 
     @classmethod
     def describe(cls, cfg: SAEConfig) -> str:
         """One line for the CLI, e.g. "topk(d_sae=4608, k=32)"."""
         k = f", k={cfg.k}" if "k" in cls.config_fields else ""
-        return f"{cfg.architecture}(d_sae={cfg.d_sae}{k})"
+        return f"{kind_name(cfg)}(d_sae={cfg.d_sae}{k})"
 
     def summary(self) -> dict[str, Any]:
         """What evaluation reports about this SAE (eval.json's "sae" block, its path aside)."""
@@ -303,11 +394,36 @@ class SparseAutoencoder(nn.Module):
             "model_name": self.cfg.model_name,
             "d_in": self.d_in,
             "d_sae": self.d_sae,
+            **({"hook_name_out": self.cfg.hook_name_out, "d_out": self.d_out,
+                "skip_connection": self.W_skip is not None} if self.is_transcoder else {}),
             "k": self.cfg.k if "k" in self.config_fields else None,
             "dtype": str(self.dtype).removeprefix("torch."),
         }
 
     # ------------------------------------------------------------------ shared
+
+    @property
+    def is_transcoder(self) -> bool:
+        """Reads one hook and reconstructs another (`cfg.hook_name_out`)."""
+        return self.cfg.hook_name_out is not None
+
+    @property
+    def output_hook(self) -> str:
+        """The hook whose activations `reconstruct` estimates (hook_name for an autoencoder)."""
+        return self.cfg.hook_name_out if self.cfg.hook_name_out is not None else self.cfg.hook_name
+
+    def skip_term(self, x: Float[Tensor, "... d_in"]) -> Tensor | None:
+        """x W_skip^T [..., d_out] of a skip transcoder; None without one."""
+        if self.W_skip is None:
+            return None
+        return x.to(self.W_skip.dtype) @ self.W_skip.T
+
+    def reconstruct(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_out"]:
+        """The SAE's estimate of its output hook's activation from its input: decode(encode(x)), plus
+        the skip term for a skip transcoder. What evaluation, splicing and steering put in the model."""
+        out = self.decode(self.encode(x))
+        skip = self.skip_term(x)
+        return out if skip is None else out + skip
 
     def pre_acts(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_sae"]:
         x_BD = x.reshape(-1, self.d_in).to(self.W_enc.dtype)
@@ -325,14 +441,22 @@ class SparseAutoencoder(nn.Module):
     def decode(self, feature_acts: Float[Tensor, "... d_sae"]) -> Float[Tensor, "... d_in"]:
         return feature_acts.to(self.W_dec.dtype) @ self.W_dec + self.b_dec
 
-    def forward(self, x: Float[Tensor, "... d_in"]) -> ForwardOutput:
+    def forward(self, x: Float[Tensor, "... d_in"], target: Tensor | None = None) -> ForwardOutput:
+        """Output, codes and losses; the losses measure `target` (a transcoder's; its losses are
+        empty without one) or, for an autoencoder, x itself."""
         self._check_input(x)
         x_BD = x.reshape(-1, self.d_in)
         pre = self.pre_acts(x_BD)
         acts = self.activation(pre)
         out = self.decode(acts)
-        losses = self.losses(x_BD, pre, acts, out)
-        return ForwardOutput(out.reshape(x.shape), acts.reshape(*x.shape[:-1], self.d_sae), losses)
+        skip = self.skip_term(x_BD)
+        losses: dict[str, Tensor] = {}
+        if target is not None or not self.is_transcoder:
+            y_BD = x_BD if target is None else self._check_target(target).reshape(-1, self.d_out)
+            losses = self.losses(y_BD if skip is None else y_BD - skip, pre, acts, out)
+        if skip is not None:
+            out = out + skip
+        return ForwardOutput(out.reshape(*x.shape[:-1], self.d_out), acts.reshape(*x.shape[:-1], self.d_sae), losses)
 
     def loss(self, out: ForwardOutput | TrainOutput, coefficients: dict[str, float] | None = None) -> Tensor:
         """Weighted sum of the named losses; coefficients default to 1 (schedules scale them)."""
@@ -345,6 +469,14 @@ class SparseAutoencoder(nn.Module):
                 f"input's last dimension is {x.shape[-1]} but this SAE has d_in={self.d_in} "
                 f"(trained on {self.cfg.hook_name!r}); pass activations from that hook"
             )
+
+    def _check_target(self, y: Tensor) -> Tensor:
+        if y.shape[-1] != self.d_out:
+            raise ValueError(
+                f"target's last dimension is {y.shape[-1]} but this transcoder has d_out={self.d_out} "
+                f"(it reconstructs {self.cfg.hook_name_out!r}); pass activations from that hook"
+            )
+        return y
 
     @torch.no_grad()
     def remove_parallel_decoder_grad(self) -> None:

@@ -49,7 +49,8 @@ class GatedSAE(SparseAutoencoder):
         gate = torch.relu(pre_acts)
         l1 = (gate.float() * self.W_dec.norm(dim=1).float()).sum(-1).mean()
         frozen = gate @ self.W_dec.detach() + self.b_dec.detach()
-        return {"mse": mse_loss(sae_out, x), "l1": l1, "aux": mse_loss(frozen, x)}
+        # x is the target (a skip transcoder's depends on W_skip): the aux loss trains the gate only
+        return {"mse": mse_loss(sae_out, x), "l1": l1, "aux": mse_loss(frozen, x.detach())}
 
     def coefficients(self) -> dict[str, float]:
         return {"mse": 1.0, "l1": self.cfg.l1_coefficient, "aux": 1.0}

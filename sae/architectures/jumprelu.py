@@ -89,15 +89,17 @@ class JumpReLUSAE(SparseAutoencoder):
         l0 = (feature_acts != 0).float().sum(-1).mean()
         return {"mse": mse_loss(sae_out, x), "l0": self._l0_loss(l0)}
 
-    def training_forward(self, x: Tensor, dead_mask: Tensor | None = None, sparse: bool = True) -> TrainOutput:
+    def training_forward(self, x: Tensor, dead_mask: Tensor | None = None, sparse: bool = True,
+                         target: Tensor | None = None) -> TrainOutput:
         x_BD = x.reshape(-1, self.d_in)
+        y_BD = x_BD if target is None else target  # what the codes reconstruct (a transcoder's target)
         pre = self.pre_acts(x_BD).float()
         eps = self.cfg.jumprelu_bandwidth
         acts = _JumpReLU.apply(pre, self.threshold, eps)
         out = acts @ self.W_dec.float() + self.b_dec.float()
         l0 = _Step.apply(pre, self.threshold, eps).sum(-1).mean()
         fired = acts.detach() > 0
-        losses = {"mse": mse_loss(out, x_BD), "l0": self._l0_loss(l0)}
+        losses = {"mse": mse_loss(out, y_BD), "l0": self._l0_loss(l0)}
         return TrainOutput(out, losses, fired.sum(0), fired.sum(-1).float().mean())
 
     @torch.no_grad()

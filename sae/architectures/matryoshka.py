@@ -64,20 +64,20 @@ class MatryoshkaBatchTopKSAE(BatchTopKSAE):
     def coefficients(self) -> dict[str, float]:
         return {**super().coefficients(), "prefix_mse": 1.0}
 
-    def code_losses(self, x_BD: Tensor, vals_BK: Tensor, idx_BK: Tensor) -> dict[str, Tensor]:
+    def code_losses(self, y_BD: Tensor, vals_BK: Tensor, idx_BK: Tensor) -> dict[str, Tensor]:
         """Sum of the proper prefixes' reconstruction errors ("mse" is the full dictionary's)."""
-        total = x_BD.new_zeros((), dtype=torch.float32)
+        total = y_BD.new_zeros((), dtype=torch.float32)
         for end in self.prefix_ends[:-1]:
             inside = (idx_BK < end).to(vals_BK.dtype)
             recon = sparse_decode(vals_BK * inside, idx_BK, self.W_dec) + self.b_dec
-            total = total + mse_loss(recon, x_BD)
+            total = total + mse_loss(recon, y_BD)
         return {"prefix_mse": total}
 
-    def dense_code_losses(self, x_BD: Tensor, acts_BF: Tensor) -> dict[str, Tensor]:
-        total = x_BD.new_zeros((), dtype=torch.float32)
+    def dense_code_losses(self, y_BD: Tensor, acts_BF: Tensor) -> dict[str, Tensor]:
+        total = y_BD.new_zeros((), dtype=torch.float32)
         for end in self.prefix_ends[:-1]:
             recon = acts_BF[:, :end] @ self.W_dec[:end] + self.b_dec
-            total = total + mse_loss(recon, x_BD)
+            total = total + mse_loss(recon, y_BD)
         return {"prefix_mse": total}
 
     @classmethod

@@ -60,37 +60,39 @@ class TopKSAE(SparseAutoencoder):
         )
         return main, None, aux
 
-    def training_forward(self, x: Tensor, dead_mask: Tensor | None = None, sparse: bool = True) -> TrainOutput:
+    def training_forward(self, x: Tensor, dead_mask: Tensor | None = None, sparse: bool = True,
+                         target: Tensor | None = None) -> TrainOutput:
         x_BD = x.reshape(-1, self.d_in)
+        y_BD = x_BD if target is None else target  # what the codes reconstruct (a transcoder's target)
         dead_idx = None
         if dead_mask is not None:
             dead_idx = dead_mask.nonzero().squeeze(1)
             if dead_idx.numel() == 0:
                 dead_idx = None
         if not sparse:
-            return self._dense_training_forward(x_BD, dead_idx)
+            return self._dense_training_forward(x_BD, dead_idx, y_BD)
         main, keep, aux = self._select(x_BD.detach(), dead_idx)
         sub = self.cfg.apply_b_dec_to_input
         vals = gathered_pre_acts(x_BD, self.W_enc, self.b_enc, self.b_dec, main, sub).float().relu()
         if keep is not None:
             vals = vals * keep
         out = sparse_decode(vals, main.idx_BK, self.W_dec) + self.b_dec
-        losses = {"mse": mse_loss(out, x_BD), "auxk": out.new_zeros(()), **self.code_losses(x_BD, vals, main.idx_BK)}
+        losses = {"mse": mse_loss(out, y_BD), "auxk": out.new_zeros(()), **self.code_losses(y_BD, vals, main.idx_BK)}
         if aux is not None:
             aux_vals = gathered_pre_acts(x_BD, self.W_enc, self.b_enc, self.b_dec, aux, sub).float().relu()
             recon = sparse_decode(aux_vals, aux.idx_BK, self.W_dec)
             n_dead = int(dead_idx.numel())  # type: ignore[union-attr]
-            losses["auxk"] = auxk_loss(recon, (x_BD - out).detach(), n_dead, min(self.k_aux, n_dead))
+            losses["auxk"] = auxk_loss(recon, (y_BD - out).detach(), n_dead, min(self.k_aux, n_dead))
         active = vals.detach() > 0
         fire_counts = torch.bincount(main.idx_BK[active], minlength=self.d_sae)
         return TrainOutput(out, losses, fire_counts, active.sum(-1).float().mean())
 
-    def _dense_training_forward(self, x_BD: Tensor, dead_idx: Tensor | None) -> TrainOutput:
+    def _dense_training_forward(self, x_BD: Tensor, dead_idx: Tensor | None, y_BD: Tensor) -> TrainOutput:
         """Reference path: dense codes, dense decoder, autograd everywhere (what most libraries do)."""
         pre = self.pre_acts(x_BD).float()
         acts = self._train_activation(pre)
         out = acts @ self.W_dec + self.b_dec
-        losses = {"mse": mse_loss(out, x_BD), "auxk": out.new_zeros(()), **self.dense_code_losses(x_BD, acts)}
+        losses = {"mse": mse_loss(out, y_BD), "auxk": out.new_zeros(()), **self.dense_code_losses(y_BD, acts)}
         if dead_idx is not None:
             k_aux = min(self.k_aux, int(dead_idx.numel()))
             dead_pre = torch.full_like(pre, float("-inf"))
@@ -98,19 +100,20 @@ class TopKSAE(SparseAutoencoder):
             dead_pre = dead_pre.masked_fill(self._aux_excluded(pre), float("-inf"))
             vals, idx = dead_pre.topk(k_aux, dim=-1)
             aux_acts = torch.zeros_like(pre).scatter(-1, idx, vals.relu())
-            losses["auxk"] = auxk_loss(aux_acts @ self.W_dec, (x_BD - out).detach(), int(dead_idx.numel()), k_aux)
+            losses["auxk"] = auxk_loss(aux_acts @ self.W_dec, (y_BD - out).detach(), int(dead_idx.numel()), k_aux)
         fired = acts.detach() > 0
         return TrainOutput(out, losses, fired.sum(0), fired.sum(-1).float().mean())
 
     def _train_activation(self, pre_BF: Tensor) -> Tensor:
         return self.activation(pre_BF)
 
-    def code_losses(self, x_BD: Tensor, vals_BK: Tensor, idx_BK: Tensor) -> dict[str, Tensor]:
+    def code_losses(self, y_BD: Tensor, vals_BK: Tensor, idx_BK: Tensor) -> dict[str, Tensor]:
         """Losses a subclass adds on the kept codes (values `vals_BK` of latents `idx_BK`; zeros where a
-        candidate was not kept) in the sparse path; `dense_code_losses` is the same on dense codes."""
+        candidate was not kept) in the sparse path, with `y_BD` what the codes reconstruct (the input,
+        or a transcoder's target); `dense_code_losses` is the same on dense codes."""
         return {}
 
-    def dense_code_losses(self, x_BD: Tensor, acts_BF: Tensor) -> dict[str, Tensor]:
+    def dense_code_losses(self, y_BD: Tensor, acts_BF: Tensor) -> dict[str, Tensor]:
         return {}
 
     def _aux_excluded(self, pre_BF: Tensor) -> Tensor:

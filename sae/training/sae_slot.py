@@ -63,17 +63,20 @@ class SAESlot:
         )
 
     @torch.no_grad()
-    def init_from_data(self, x: Tensor, b_dec_init: str) -> None:
-        """First batch of a fresh run: b_dec from the data, then the architecture's own init."""
+    def init_from_data(self, x: Tensor, b_dec_init: str, y: Tensor | None = None) -> None:
+        """First batch of a fresh run: b_dec from the data (a transcoder's from its target y), then
+        the architecture's own init."""
         if b_dec_init != "zeros":
-            self.sae.b_dec.copy_(init_b_dec(x, b_dec_init).to(self.sae.b_dec.dtype))
+            self.sae.b_dec.copy_(init_b_dec(x if y is None else y, b_dec_init).to(self.sae.b_dec.dtype))
         self.sae.init_from_data(x)
 
-    def export(self, scale: float | None, tokens: int, steps: int, inputs: dict[str, Any] | None = None) -> Path:
-        """Save the SAE for inference (scale folded in) into its out_dir, with the run's counts and
-        `inputs`, how its activations were made (the store's provenance)."""
+    def export(self, scale: float | None, target_scale: float | None, tokens: int, steps: int,
+               inputs: dict[str, Any] | None = None) -> Path:
+        """Save the SAE for inference (scales folded in: the input's, and a transcoder's target's)
+        into its out_dir, with the run's counts and `inputs`, how its activations were made."""
         extra = {"train": {"tokens": tokens, "steps": steps, "name": self.name}}
-        save_sae(self.sae, self.out_dir, normalization_scale=scale, extra=extra, inputs=inputs)
+        save_sae(self.sae, self.out_dir, normalization_scale=scale,
+                 target_scale=target_scale if self.sae.is_transcoder else None, extra=extra, inputs=inputs)
         return self.out_dir
 
     # ------------------------------------------------------------------ checkpoint part
@@ -139,6 +142,25 @@ class SAESlot:
     def postfix(self) -> str:
         s = self.last
         return f"fvu={s['fvu']:.3f} L0={s['l0']:.1f} dead={100 * s['dead']:.1f}%" if s else ""
+
+
+def stream_key(cfg: SAEConfig) -> str:
+    """The activation stream an SAE trains on, as `Trainer.fit` and `sae.train` key them: its hook,
+    or "<input hook>-><target hook>" for a transcoder (whose stream yields (input, target) pairs)."""
+    return cfg.hook_name if cfg.hook_name_out is None else f"{cfg.hook_name}->{cfg.hook_name_out}"
+
+
+def split_batch(batch: Any) -> tuple[Tensor, Tensor | None]:
+    """(input, target) of a stream's batch: a tensor is an input alone; a pair (the store's
+    `ActivationPair`, or any 2-tuple) is a transcoder's input and target."""
+    if isinstance(batch, Tensor):
+        return batch, None
+    if isinstance(batch, (tuple, list)) and len(batch) == 2 and all(isinstance(t, Tensor) for t in batch):
+        if batch[0].shape[0] != batch[1].shape[0]:
+            raise ValueError(f"an (input, target) batch needs as many target rows as input rows, got "
+                             f"{batch[0].shape[0]} and {batch[1].shape[0]}")
+        return batch[0], batch[1]
+    raise TypeError(f"a training batch is a tensor [B, d_in] or an (input, target) pair of them, got {type(batch).__name__}")
 
 
 def build_slots(cfg: TrainConfig, device: torch.device, out_dir: Path) -> list[SAESlot]:

@@ -1,7 +1,8 @@
 """The training loop: one activation stream (or one per hook), one or more SAEs, exact resume.
 
     trainer = Trainer(cfg)                       # builds the SAEs in cfg.saes
-    paths = trainer.fit(batches)                 # any iterator of [B, d_in] tensors
+    paths = trainer.fit(batches)                 # any iterator of [B, d_in] tensors (transcoders:
+                                                 # of (input [B, d_in], target [B, d_out]) pairs)
     paths = train(cfg)                           # builds the ActivationStore(s) from cfg
 
 Per step and per SAE: lr and sparsity coefficient from `schedules` (pure functions of the step),
@@ -45,7 +46,7 @@ from sae.training.resume import (
     set_rng_state,
     write_checkpoint,
 )
-from sae.training.sae_slot import SAESlot, build_slots, diverged_message
+from sae.training.sae_slot import SAESlot, build_slots, diverged_message, split_batch, stream_key
 from sae.training.schedules import coefficient_at, lr_at, total_steps
 
 log = logging.getLogger(__name__)
@@ -96,23 +97,33 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
 
-    def step(self, batches: Tensor | Mapping[str, Tensor]) -> dict[str, float]:
-        """One optimizer step for every SAE on a global batch. Returns scalar metrics."""
+    def step(self, batches: Any) -> dict[str, float]:
+        """One optimizer step for every SAE on a global batch (a tensor, an (input, target) pair for
+        transcoders, or {stream: either}). Returns scalar metrics."""
         metrics: dict[str, float] = {}
         n_global = 0
         var_cache: dict[str, Tensor] = {}
-        local: dict[str, Tensor] = {}
+        local: dict[str, tuple[Tensor, Tensor | None]] = {}
         for slot in self.slots:
             if slot.stream not in local:
-                x_global = batches[slot.stream] if isinstance(batches, Mapping) else batches
+                x_global, y_global = split_batch(batches[slot.stream] if isinstance(batches, Mapping) else batches)
                 n_global = x_global.shape[0]
-                local[slot.stream] = self.dist.slice_rows(x_global).to(self.device, torch.float32, non_blocking=True)
-            metrics.update(self._step_slot(slot, local[slot.stream], var_cache))
+                local[slot.stream] = self._local(x_global), None if y_global is None else self._local(y_global)
+            metrics.update(self._step_slot(slot, *local[slot.stream], var_cache))
         self.step_idx += 1
         self.tokens_seen += n_global
         return metrics
 
-    def _step_slot(self, slot: SAESlot, x: Tensor, var_cache: dict[str, Tensor]) -> dict[str, float]:
+    def _local(self, t_global: Tensor) -> Tensor:
+        return self.dist.slice_rows(t_global).to(self.device, torch.float32, non_blocking=True)
+
+    def _step_slot(self, slot: SAESlot, x: Tensor, y: Tensor | None, var_cache: dict[str, Tensor]) -> dict[str, float]:
+        """One step of one SAE on x (and a transcoder's target y; None for an autoencoder)."""
+        if slot.sae.is_transcoder and y is None:
+            raise ConfigError(f"SAE {slot.name!r} is a transcoder ({slot.sae.cfg.hook_name} -> "
+                              f"{slot.sae.cfg.hook_name_out}) but its stream gives no target; feed it (input, "
+                              "target) pairs (`ActivationStore.from_cache(..., target_hook=...)`)")
+        target = y if slot.sae.is_transcoder else None
         sae, cfg = slot.sae, self.cfg
         lr = lr_at(self.step_idx, self.total_steps or 1, slot.lr, cfg.lr_warmup_steps, cfg.lr_decay_fraction)
         for g in slot.optimizer.param_groups:
@@ -128,12 +139,13 @@ class Trainer:
             else contextlib.nullcontext()
         )
         with ctx:
-            out = sae.training_forward(x, dead_mask, sparse=cfg.sparse_decoder)
+            out = sae.forward_for_training(x, target, dead_mask, sparse=cfg.sparse_decoder)
         loss = sae.loss(out, coefs)  # the one weighted sum (SparseAutoencoder.loss)
         bad = not bool(torch.isfinite(loss.detach()))
         if ddp.any_rank(bad, self.dist):
+            data = x if target is None else torch.cat([x, target], dim=1)
             raise TrainingDivergedError(diverged_message(
-                slot, float(loss.detach()), x, self.step_idx, self.tokens_seen, self.out_dir / "checkpoints"))
+                slot, float(loss.detach()), data, self.step_idx, self.tokens_seen, self.out_dir / "checkpoints"))
         slot.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         params = [p for p in sae.parameters() if p.grad is not None]
@@ -150,7 +162,9 @@ class Trainer:
             ddp.all_reduce_mean_([b for b in sae.buffers() if b.is_floating_point()], self.dist)
         counts = ddp.all_reduce_sum_(out.fire_counts.detach().clone(), self.dist)
         slot.count_firing(counts, x.shape[0] * self.dist.world_size)
-        return self._metrics(slot, x, out, loss, lr, coefs.get(sparsity, 0.0) if sparsity else None, dead_mask, var_cache)
+        y_true = x if target is None else target  # FVU is measured against what the SAE reconstructs
+        return self._metrics(slot, y_true, out, loss, lr, coefs.get(sparsity, 0.0) if sparsity else None, dead_mask,
+                             var_cache)
 
     @torch.no_grad()
     def _metrics(self, slot: SAESlot, x: Tensor, out: TrainOutput, loss: Tensor, lr: float, coef: float | None,
@@ -196,14 +210,15 @@ class Trainer:
         return self._export(streams)
 
     def _bind_streams(self, batches: Iterable[Tensor] | Mapping[str, Iterable[Tensor]]) -> dict[str, Any]:
-        """{hook: stream}, each slot pointed at its SAE's hook; {"": stream} for a single stream."""
+        """{stream key: stream}, each slot pointed at its SAE's (`sae_slot.stream_key`: the hook, or
+        "input->target" for a transcoder); {"": stream} for a single stream."""
         if not isinstance(batches, Mapping):
             return {"": batches}
         streams = dict(batches)
         for slot in self.slots:
-            slot.stream = slot.sae.cfg.hook_name
+            slot.stream = stream_key(slot.sae.cfg)
             if slot.stream not in streams:
-                raise ConfigError(f"SAE {slot.name!r} wants hook {slot.stream!r}; streams given: {sorted(streams)}")
+                raise ConfigError(f"SAE {slot.name!r} wants stream {slot.stream!r}; streams given: {sorted(streams)}")
         return streams
 
     def _loop(self, streams: Mapping[str, Iterable[Tensor]], n_tokens: int, logger: RunLogger) -> None:
@@ -218,7 +233,7 @@ class Trainer:
                 log.warning("activation stream ended after %d tokens (wanted %d)", self.tokens_seen, n_tokens)
                 break
             if self.batch_size is None:
-                self.batch_size = next(iter(batch.values())).shape[0]
+                self.batch_size = split_batch(next(iter(batch.values())))[0].shape[0]
                 self.total_steps = total_steps(n_tokens, self.batch_size)
             if self.step_idx == 0:
                 self._init_from_data(batch)
@@ -240,9 +255,10 @@ class Trainer:
                 for slot in self.slots}
 
     @torch.no_grad()
-    def _init_from_data(self, batch: dict[str, Tensor]) -> None:
+    def _init_from_data(self, batch: dict[str, Any]) -> None:
         for slot in self.slots:
-            slot.init_from_data(batch[slot.stream].to(self.device, torch.float32), self.cfg.b_dec_init)
+            x, y = (None if t is None else t.to(self.device, torch.float32) for t in split_batch(batch[slot.stream]))
+            slot.init_from_data(x, self.cfg.b_dec_init, y if slot.sae.is_transcoder else None)
 
     # ------------------------------------------------------------------ own state
 
@@ -324,20 +340,22 @@ class Trainer:
 
     # ------------------------------------------------------------------ outputs
 
-    def _scale_for(self, stream: str, streams: Mapping[str, Any]) -> float | None:
-        if isinstance(self.scales, Mapping):
-            return self.scales.get(stream)
-        if self.scales is not None:
-            return float(self.scales)
+    def _scale_for(self, stream: str, streams: Mapping[str, Any]) -> tuple[float | None, float | None]:
+        """(input scale, target scale) the stream applied, to fold into the saved weights: given to
+        the Trainer (a number, or {stream: number or (input, target)}), else the store's own."""
+        given = self.scales.get(stream) if isinstance(self.scales, Mapping) else self.scales
+        if given is not None:
+            return (float(given), float(given)) if isinstance(given, (int, float)) else tuple(given)  # type: ignore[return-value]
         source = streams.get(stream)
         if getattr(getattr(source, "cfg", None), "normalize", True) is False:
-            return None  # the store reports a scale but did not apply it: nothing to fold
-        return getattr(source, "normalization_scale", None)
+            return None, None  # the store reports a scale but did not apply it: nothing to fold
+        scale = getattr(source, "normalization_scale", None)
+        return scale, getattr(source, "target_scale", None) or scale
 
     def _export(self, streams: Mapping[str, Any]) -> list[Path]:
         if self.dist.is_main:
             for slot in self.slots:
                 inputs = getattr(streams.get(slot.stream), "provenance", None)
-                slot.export(self._scale_for(slot.stream, streams), self.tokens_seen, self.step_idx, inputs)
+                slot.export(*self._scale_for(slot.stream, streams), self.tokens_seen, self.step_idx, inputs)
         ddp.barrier(self.dist)
         return [slot.out_dir for slot in self.slots]
