@@ -17,6 +17,12 @@ model's output is unchanged until a feature is edited, and an edit changes it by
 decoded effect (an error term recomputed after the edit would cancel the edit). Without it the
 model runs on the reconstruction; `token_filter` (a `sae.TokenFilter`, as `evaluate` builds it)
 keeps the original activation where it drops a position, which is how `evaluate` splices.
+
+A transcoder (`cfg.hook_name_out`) reads its input at `hook_name` (left unchanged) and replaces the
+activation at `hook_name_out` by its output in the same forward pass; its hook points keep the
+input hook's name (`<hook_name>.hook_sae_acts_post`, ...), `hook_sae_recons` / `hook_sae_error` /
+`hook_sae_output` being in the output's space, and the error term is the target's activation less
+the unedited output. `token_filter` then judges positions at `hook_name_out`.
 """
 
 from __future__ import annotations
@@ -48,7 +54,8 @@ class AttachError(ValueError):
 @dataclass
 class _Slot:
     sae: SparseAutoencoder
-    hook: str  # the model's hook the SAE replaces
+    hook: str  # the model's hook the SAE reads (and, unless it is a transcoder, replaces)
+    out_hook: str | None = None  # a transcoder's: the hook it replaces
     user_hooks: dict[str, list[HookFn]] = field(default_factory=dict)  # by SAE hook name
 
 
@@ -65,9 +72,12 @@ class Attached:
         self.slots: list[_Slot] = []
         for s in saes:
             hook = validate_hook(model, s.cfg.hook_name)
-            if any(slot.hook == hook for slot in self.slots):
+            out_hook = validate_hook(model, s.cfg.hook_name_out) if s.cfg.hook_name_out is not None else None
+            replaced = out_hook or hook
+            if any(slot.hook == hook or (slot.out_hook or slot.hook) == replaced for slot in self.slots):
                 raise AttachError(f"two SAEs on {hook!r}; attach one per hook (or splice them one after another)")
-            self.slots.append(_Slot(s, hook))
+            self.slots.append(_Slot(s, hook, out_hook))
+        self._inputs: dict[int, Tensor] = {}  # a transcoder's input, read upstream of what it replaces
         self._recording: dict[str, Tensor] | None = None
         self._tokens: Tensor | None = None
         self._hooks: Any = None  # the model's hook context while the block runs
@@ -147,10 +157,24 @@ class Attached:
             self._recording[name] = v.detach()
         return v.reshape(-1, value.shape[-1]) if fns else value  # unhooked: the same tensor (`is` holds)
 
+    def _read_fn(self, slot: _Slot) -> HookFn:
+        """A transcoder's input hook: remember the activation, change nothing."""
+
+        def read(x: Tensor, hook: Any) -> None:
+            self._inputs[id(slot)] = x
+
+        return read
+
     def _splice_fn(self, slot: _Slot) -> HookFn:
         s = slot.sae
 
-        def splice(x: Tensor, hook: Any) -> Tensor:
+        def splice(target: Tensor, hook: Any) -> Tensor:
+            x = target
+            if slot.out_hook is not None:
+                x = self._inputs.pop(id(slot), None)  # type: ignore[assignment]
+                if x is None:
+                    raise AttachError(f"the transcoder's input {slot.hook!r} did not fire before {slot.out_hook!r}: "
+                                      "its input hook must come earlier in the forward pass than its output hook")
             if x.shape[-1] != s.d_in:
                 from sae.splice import check_width
 
@@ -162,18 +186,20 @@ class Attached:
             clean_acts = s.activation(pre)
             acts = self._point(slot, "hook_sae_acts_post",
                                clean_acts if edited_pre is pre else s.activation(edited_pre), shape)
-            clean_recons = s.decode(clean_acts)
-            recons = self._point(slot, "hook_sae_recons", clean_recons if acts is clean_acts else s.decode(acts),
-                                 shape)
+            skip = s.skip_term(x_ND)  # a skip transcoder's linear term: part of every reconstruction
+            clean_recons = s.decode(clean_acts) if skip is None else s.decode(clean_acts) + skip
+            edited = clean_recons if acts is clean_acts else (s.decode(acts) if skip is None else s.decode(acts) + skip)
+            recons = self._point(slot, "hook_sae_recons", edited, shape)
             # The error of the unedited input: recomputed from the edited codes it would undo the edit.
-            clean_error = x_ND - clean_recons
+            y_ND = target.reshape(-1, s.d_out).to(s.device, s.dtype) if slot.out_hook is not None else x_ND
+            clean_error = y_ND - clean_recons
             error = self._point(slot, "hook_sae_error", clean_error, shape)
-            if self.use_error_term:  # recons + error, written so that no edit returns x bit for bit
-                out = x_ND + (recons - clean_recons) + (error - clean_error)
+            if self.use_error_term:  # recons + error, written so that no edit returns the target bit for bit
+                out = y_ND + (recons - clean_recons) + (error - clean_error)
             else:
                 out = recons
-            out = self._point(slot, "hook_sae_output", out, shape).reshape(shape).to(x.device, x.dtype)
-            return self._keep_dropped(x, out, slot)
+            out = self._point(slot, "hook_sae_output", out, shape).reshape(target.shape).to(target.device, target.dtype)
+            return self._keep_dropped(target, out, slot)
 
         return splice
 
@@ -189,7 +215,10 @@ class Attached:
     # ------------------------------------------------------------------ context
 
     def __enter__(self) -> Attached:
-        self._hooks = self.model.hooks(fwd_hooks=[(slot.hook, self._splice_fn(slot)) for slot in self.slots])
+        readers = [(slot.hook, self._read_fn(slot)) for slot in self.slots if slot.out_hook is not None]
+        splices = [(slot.out_hook or slot.hook, self._splice_fn(slot)) for slot in self.slots]
+        self._inputs.clear()
+        self._hooks = self.model.hooks(fwd_hooks=[*readers, *splices])
         self._hooks.__enter__()
         return self
 

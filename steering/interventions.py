@@ -198,6 +198,13 @@ class FeatureSteering:
             raise SteeringError("edits must map feature index -> edit, e.g. {123: Clamp(10)}")
         if not isinstance(self.edits, Mapping) or not self.edits:
             raise SteeringError("edits must be a non-empty mapping {feature_index: Clamp/Scale/Add/Ablate}")
+        if getattr(self.sae, "is_transcoder", False):
+            # Its codes are read at hook_name but its edits belong at hook_name_out: one hook cannot do both.
+            raise SteeringError(
+                f"steering with a transcoder's latents ({self.sae.cfg.hook_name} -> {self.sae.cfg.hook_name_out}) is "
+                "not supported yet; for a one-off edit use sae.attached(model, transcoder, use_error_term=True) "
+                "with a hook on '<hook_name>.hook_sae_acts_post', or steer with an SAE of one hook"
+            )
         d_sae = int(self.sae.W_dec.shape[0])
         clean: dict[int, Edit] = {}
         for f, e in self.edits.items():

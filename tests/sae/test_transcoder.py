@@ -298,3 +298,68 @@ def test_splice_replaces_the_mlp_output_computed_from_its_input(model) -> None:
         tc.b_dec.zero_()
     zero = evaluate(tc, model, dataclasses.replace(cfg, n_tokens=64)).downstream
     assert zero.ce_loss_sae == pytest.approx(zero.ce_loss_zero, abs=1e-6)
+
+
+def test_attached_transcoder_reads_its_input_and_replaces_its_output(model) -> None:
+    """`sae.attached`: with the error term the model is unchanged; an edit of the codes moves the MLP's
+    output by exactly its decoded effect; without it the MLP's output is the transcoder's."""
+    from sae.attachment import attached
+
+    torch.manual_seed(0)
+    tc = build_sae(SAEConfig(architecture="topk", d_in=576, d_sae=64, k=4, hook_name=IN_HOOK, hook_name_out=OUT_HOOK,
+                             skip_connection=True))
+    with torch.no_grad():
+        tc.W_skip.normal_(0, 0.01)
+    tc.eval()
+    text = "The Golden Gate Bridge is painted orange."
+    clean, cache = model.run_with_cache(text, names_filter=[IN_HOOK, OUT_HOOK])
+    with attached(model, tc, use_error_term=True) as m:
+        logits, ours = m.run_with_cache(text)
+        torch.testing.assert_close(logits, clean, rtol=1e-4, atol=1e-4)
+        assert ours[f"{IN_HOOK}.hook_sae_acts_post"].shape[-1] == 64
+        feature = int(ours[f"{IN_HOOK}.hook_sae_acts_post"][0, 3].argmax())
+
+        def boost(acts: torch.Tensor, hook) -> torch.Tensor:
+            acts = acts.clone()
+            acts[..., feature] += 5.0
+            return acts
+
+        with m.hooks([(f"{IN_HOOK}.hook_sae_acts_post", boost)]):
+            _, edited = m.run_with_cache(text)
+    delta = edited[OUT_HOOK] - cache[OUT_HOOK]
+    torch.testing.assert_close(delta, (5.0 * tc.W_dec[feature]).detach().expand_as(delta), rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(edited[IN_HOOK], cache[IN_HOOK])  # the input hook is read, never changed
+    with attached(model, tc) as m:
+        _, spliced = m.run_with_cache(text)
+    with torch.no_grad():
+        want = tc.reconstruct(cache[IN_HOOK])
+    torch.testing.assert_close(spliced[OUT_HOOK], want, rtol=1e-4, atol=1e-4)
+
+
+def test_feature_db_reads_transcoder_latents_and_steering_says_it_cannot_yet(model, tmp_path: Path) -> None:
+    """The feature DB encodes the input hook (max activations = the codes' maxima there; the logit lens
+    reads the decoder rows in the MLP output's space, the residual width); steering refuses clearly."""
+    import steering
+    from sae.config import DataConfig, FeaturesConfig, StoreConfig
+    from sae.features.build import build_feature_db
+    from sae.features.db import FeatureDB
+    from sae.store import ActivationStore
+
+    torch.manual_seed(0)
+    tc = build_sae(SAEConfig(architecture="topk", d_in=576, d_sae=32, k=4, hook_name=IN_HOOK, hook_name_out=OUT_HOOK))
+    tc.eval()
+    text = tmp_path / "corpus.txt"
+    text.write_text("\n\n".join(f"Paragraph {i}. The Eiffel Tower is in Paris; rivers flow to the sea." for i in range(40)))
+    data = DataConfig(source=str(text), context_size=32)
+    path = build_feature_db(FeaturesConfig(out_path=str(tmp_path / "f.sqlite"), n_tokens=256, batch_size=4, data=data,
+                                           cooccurrence=False), model=model, sae=tc, progress=False)
+    db = FeatureDB(path)
+    store = ActivationStore.from_model(model, data, IN_HOOK, StoreConfig(batch_size=256, device="cpu", normalize=False,
+                                       shuffle=False), n_tokens=256)
+    with torch.no_grad():
+        codes = tc.encode(next(iter(store)))
+    top = int(codes.max(0).values.argmax())
+    assert db.max_activation(top) == pytest.approx(float(codes[:, top].max()), rel=1e-3)
+    assert db.feature(top).top_logits  # the lens ran: decoder rows have the residual's width
+    with pytest.raises(steering.SteeringError, match="transcoder"):
+        steering.FeatureSteering(tc, {top: steering.Clamp(5.0)})
