@@ -92,6 +92,8 @@ _EXPORTS: dict[str, str] = {
     "Concept": "steering.concepts",
     "CONCEPTS": "steering.concepts",
     "get_concept": "steering.concepts",
+    # a steered model as an lm-evaluation-harness model (the lm-eval extra; imported on first use)
+    "SteeredLM": "steering.lm_eval_model",
 }
 
 __all__ = sorted([*_EXPORTS, "prompts"])
