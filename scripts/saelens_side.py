@@ -4,8 +4,9 @@
     .venv-saelens/bin/python scripts/saelens_side.py save FOLDER
 
 FOLDER holds `inputs.safetensors` ({"x": [N, d_in]}). `encode`: every sub-folder is an SAE saekit
-saved; SAELens loads it (`SAE.load_from_disk`), encodes x and decodes the codes, and writes
-`saelens_out.safetensors` ({"codes", "recons"}) beside it. `save`: SAELens builds one SAE of each
+saved; SAELens loads it (`SAE.load_from_disk`), encodes x and decodes the codes, runs its forward
+(a skip transcoder's adds x W_skip^T there), and writes `saelens_out.safetensors` ({"codes", "recons",
+"output"}) beside it. `save`: SAELens builds one SAE of each
 architecture both libraries have (random weights, thresholds set), saves it with `save_model`
 under FOLDER/saelens_<architecture>, and writes its own codes and reconstruction the same way.
 One JSON line per SAE on stdout; a failure is reported in its line, not raised.
@@ -26,7 +27,9 @@ def _encode(model, x: torch.Tensor, out: Path) -> dict:
     with torch.no_grad():
         codes = model.encode(x)
         recons = model.decode(codes)
-    save_file({"codes": codes.contiguous(), "recons": recons.contiguous()}, str(out / "saelens_out.safetensors"))
+        output = model(x)
+    save_file({"codes": codes.contiguous(), "recons": recons.contiguous(), "output": output.contiguous()},
+              str(out / "saelens_out.safetensors"))
     return {"saelens_class": type(model).__name__}
 
 
@@ -50,17 +53,23 @@ def save_all(folder: Path) -> None:
     x = load_file(str(folder / "inputs.safetensors"))["x"]
     d_in, d_sae = x.shape[1], 4 * x.shape[1]
     meta = {"hook_name": "blocks.15.hook_resid_post", "model_name": "smollm2-135m-instruct"}
+    tc = {"d_out": d_in // 2, "apply_b_dec_to_input": False}  # transcoders: another width out, no b_dec on the input
     kinds = {
         "standard": (sae_lens.StandardSAE, sae_lens.StandardSAEConfig, {}),
         "topk": (sae_lens.TopKSAE, sae_lens.TopKSAEConfig, {"k": 16}),
         "jumprelu": (sae_lens.JumpReLUSAE, sae_lens.JumpReLUSAEConfig, {}),
         "gated": (sae_lens.GatedSAE, sae_lens.GatedSAEConfig, {}),
+        "transcoder": (sae_lens.Transcoder, sae_lens.TranscoderConfig, tc),
+        "skip_transcoder": (sae_lens.SkipTranscoder, sae_lens.SkipTranscoderConfig, tc),
+        "jumprelu_transcoder": (sae_lens.JumpReLUTranscoder, sae_lens.JumpReLUTranscoderConfig, tc),
+        "jumprelu_skip_transcoder": (sae_lens.JumpReLUSkipTranscoder, sae_lens.JumpReLUSkipTranscoderConfig, tc),
     }
     torch.manual_seed(0)
     for name, (cls, cfg_cls, extra) in kinds.items():
         row = {"sae": f"saelens_{name}", "saelens": sae_lens.__version__}
         try:
-            model = cls(cfg_cls(d_in=d_in, d_sae=d_sae, metadata=SAEMetadata(**meta), **extra))
+            out_hook = {"hook_name_out": "blocks.15.hook_mlp_out"} if "d_out" in extra else {}
+            model = cls(cfg_cls(d_in=d_in, d_sae=d_sae, metadata=SAEMetadata(**meta, **out_hook), **extra))
             with torch.no_grad():
                 for pname, p in model.named_parameters():
                     p.copy_(torch.randn_like(p) * (0.05 if p.ndim == 2 else 0.5))

@@ -15,6 +15,7 @@ from scripts.check_saelens_interop import (
     saekit_to_saelens,
     saelens_to_saekit,
     shipped_architectures,
+    transcoders,
 )
 
 SAELENS_PYTHON = Path(os.environ.get("SAEKIT_SAELENS_PYTHON", Path(__file__).resolve().parents[1] / ".venv-saelens/bin/python"))
@@ -37,9 +38,21 @@ def test_saelens_loads_every_saekit_architecture(acts, tmp_path: Path) -> None:
     assert all(0 < r["active"] < 0.9 for r in rows), rows
 
 
+def test_saelens_loads_saekit_transcoders(acts, tmp_path: Path) -> None:
+    """Every saekit transcoder SAELens has a class for (ReLU: transcoder / skip_transcoder; JumpReLU and
+    what saves as it: jumprelu_(skip_)transcoder) encodes, decodes and outputs (skip term included) alike."""
+    shared = transcoders()
+    assert ("relu", True) in shared and ("jumprelu", False) in shared and ("topk", False) not in shared
+    rows = [r for r in saekit_to_saelens(acts, str(SAELENS_PYTHON), tmp_path, with_transcoders=True) if "transcoder" in r["sae"]]
+    assert len(rows) == len(shared) and not failures(rows), failures(rows)
+    assert all(0 < r["active"] < 0.9 for r in rows) and any(r["saelens_class"] == "SkipTranscoder" for r in rows), rows
+
+
 def test_saekit_loads_what_saelens_saves(acts, tmp_path: Path) -> None:
     rows = saelens_to_saekit(acts, str(SAELENS_PYTHON), tmp_path)
-    assert {r["sae"] for r in rows} == {"saelens_standard", "saelens_topk", "saelens_jumprelu", "saelens_gated"}
+    assert {r["sae"] for r in rows} == {"saelens_standard", "saelens_topk", "saelens_jumprelu", "saelens_gated",
+                                        "saelens_transcoder", "saelens_skip_transcoder", "saelens_jumprelu_transcoder",
+                                        "saelens_jumprelu_skip_transcoder"}
     assert not failures(rows), failures(rows)
     assert all(0 < r["active"] < 0.9 for r in rows), rows
 
