@@ -21,7 +21,7 @@ from torch import Tensor
 
 from sae.architectures.base import mse_loss, register
 from sae.architectures.batchtopk import BatchTopKSAE
-from sae.architectures.sparse_ops import sparse_decode
+from sae.architectures.sparse_ops import Selection, decode_selection
 from sae.config import SAEConfig
 
 N_DEFAULT_PREFIXES = 5  # prefixes d/16, d/8, d/4, d/2, d: each group doubles the dictionary
@@ -64,12 +64,12 @@ class MatryoshkaBatchTopKSAE(BatchTopKSAE):
     def coefficients(self) -> dict[str, float]:
         return {**super().coefficients(), "prefix_mse": 1.0}
 
-    def code_losses(self, y_BD: Tensor, vals_BK: Tensor, idx_BK: Tensor) -> dict[str, Tensor]:
+    def code_losses(self, y_BD: Tensor, vals_RK: Tensor, sel: Selection) -> dict[str, Tensor]:
         """Sum of the proper prefixes' reconstruction errors ("mse" is the full dictionary's)."""
         total = y_BD.new_zeros((), dtype=torch.float32)
         for end in self.prefix_ends[:-1]:
-            inside = (idx_BK < end).to(vals_BK.dtype)
-            recon = sparse_decode(vals_BK * inside, idx_BK, self.W_dec) + self.b_dec
+            inside = (sel.idx_BK < end).to(vals_RK.dtype)
+            recon = decode_selection(vals_RK * inside, sel, self.W_dec, y_BD.shape[0]) + self.b_dec
             total = total + mse_loss(recon, y_BD)
         return {"prefix_mse": total}
 

@@ -33,10 +33,29 @@ from torch import Tensor
 
 
 class Selection(NamedTuple):
-    """Which latents each token keeps, and their raw (pre-ReLU) pre-activation values."""
+    """Which latents each token keeps, and their raw (pre-ReLU) pre-activation values.
 
-    idx_BK: Tensor  # long [B, K], unique within a row
-    vals_BK: Tensor  # [B, K] pre-activations at idx (no grad)
+    Row r belongs to token `rows[r]` (None: row r is token r). A token may own several rows when
+    it keeps more latents than a row is wide (BatchTopK), so the rows stay as narrow as the
+    typical token instead of as wide as the widest one.
+    """
+
+    idx_BK: Tensor  # long [R, K], unique within a row
+    vals_BK: Tensor  # [R, K] pre-activations at idx (no grad)
+    rows: Tensor | None = None  # long [R]: the token of each row
+
+
+def decode_selection(vals_RK: Tensor, sel: Selection, W_dec_FD: Tensor, n_tokens: int) -> Tensor:
+    """`sparse_decode` of a selection's rows, summed into their tokens -> [n_tokens, D] (no bias)."""
+    dec_RD = sparse_decode(vals_RK, sel.idx_BK, W_dec_FD)
+    if sel.rows is None:
+        return dec_RD
+    return dec_RD.new_zeros(n_tokens, dec_RD.shape[1]).index_add(0, sel.rows, dec_RD)
+
+
+def selected_inputs(x_BD: Tensor, sel: Selection) -> Tensor:
+    """The input row of each selection row (the tokens themselves unless a token owns several rows)."""
+    return x_BD if sel.rows is None else x_BD.index_select(0, sel.rows)
 
 
 def _csr(idx_BK: Tensor, vals_BK: Tensor, n_cols: int) -> Tensor:

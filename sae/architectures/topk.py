@@ -16,7 +16,14 @@ import torch
 from torch import Tensor
 
 from sae.architectures.base import SparseAutoencoder, TrainOutput, mse_loss, register
-from sae.architectures.sparse_ops import Selection, gathered_pre_acts, select_topk, sparse_decode
+from sae.architectures.sparse_ops import (
+    Selection,
+    decode_selection,
+    gathered_pre_acts,
+    select_topk,
+    selected_inputs,
+    sparse_decode,
+)
 
 
 def auxk_loss(recon_BD: Tensor, residual_BD: Tensor, n_dead: int, k_aux: int) -> Tensor:
@@ -73,11 +80,12 @@ class TopKSAE(SparseAutoencoder):
             return self._dense_training_forward(x_BD, dead_idx, y_BD)
         main, keep, aux = self._select(x_BD.detach(), dead_idx)
         sub = self.cfg.apply_b_dec_to_input
-        vals = gathered_pre_acts(x_BD, self.W_enc, self.b_enc, self.b_dec, main, sub).float().relu()
+        x_RD = selected_inputs(x_BD, main)
+        vals = gathered_pre_acts(x_RD, self.W_enc, self.b_enc, self.b_dec, main, sub).float().relu()
         if keep is not None:
             vals = vals * keep
-        out = sparse_decode(vals, main.idx_BK, self.W_dec) + self.b_dec
-        losses = {"mse": mse_loss(out, y_BD), "auxk": out.new_zeros(()), **self.code_losses(y_BD, vals, main.idx_BK)}
+        out = decode_selection(vals, main, self.W_dec, x_BD.shape[0]) + self.b_dec
+        losses = {"mse": mse_loss(out, y_BD), "auxk": out.new_zeros(()), **self.code_losses(y_BD, vals, main)}
         if aux is not None:
             aux_vals = gathered_pre_acts(x_BD, self.W_enc, self.b_enc, self.b_dec, aux, sub).float().relu()
             recon = sparse_decode(aux_vals, aux.idx_BK, self.W_dec)
@@ -85,7 +93,7 @@ class TopKSAE(SparseAutoencoder):
             losses["auxk"] = auxk_loss(recon, (y_BD - out).detach(), n_dead, min(self.k_aux, n_dead))
         active = vals.detach() > 0
         fire_counts = torch.bincount(main.idx_BK[active], minlength=self.d_sae)
-        return TrainOutput(out, losses, fire_counts, active.sum(-1).float().mean())
+        return TrainOutput(out, losses, fire_counts, active.sum().float() / x_BD.shape[0])
 
     def _dense_training_forward(self, x_BD: Tensor, dead_idx: Tensor | None, y_BD: Tensor) -> TrainOutput:
         """Reference path: dense codes, dense decoder, autograd everywhere (what most libraries do)."""
@@ -107,10 +115,11 @@ class TopKSAE(SparseAutoencoder):
     def _train_activation(self, pre_BF: Tensor) -> Tensor:
         return self.activation(pre_BF)
 
-    def code_losses(self, y_BD: Tensor, vals_BK: Tensor, idx_BK: Tensor) -> dict[str, Tensor]:
-        """Losses a subclass adds on the kept codes (values `vals_BK` of latents `idx_BK`; zeros where a
-        candidate was not kept) in the sparse path, with `y_BD` what the codes reconstruct (the input,
-        or a transcoder's target); `dense_code_losses` is the same on dense codes."""
+    def code_losses(self, y_BD: Tensor, vals_RK: Tensor, sel: Selection) -> dict[str, Tensor]:
+        """Losses a subclass adds on the kept codes (values `vals_RK` of the latents `sel` selects; zeros
+        where a candidate was not kept; `decode_selection` sums rows into tokens) in the sparse path,
+        with `y_BD` what the codes reconstruct (the input, or a transcoder's target);
+        `dense_code_losses` is the same on dense codes."""
         return {}
 
     def dense_code_losses(self, y_BD: Tensor, acts_BF: Tensor) -> dict[str, Tensor]:

@@ -73,14 +73,15 @@ def test_recovers_planted_dictionary(arch: str, tmp_path) -> None:
     assert score > 0.9, f"{arch}: mean max cosine to the planted atoms {score:.3f}"
 
 
-def assert_sparse_path_matches_dense(sae: SparseAutoencoder, coefficients: dict[str, float]) -> dict[str, float]:
+def assert_sparse_path_matches_dense(sae: SparseAutoencoder, coefficients: dict[str, float],
+                                     x: torch.Tensor | None = None) -> dict[str, float]:
     """Run the sparse and the dense training paths on one batch (AuxK active); both must give the
     same losses, gradients, output and firing counts. Returns the losses."""
     torch.manual_seed(0)
     with torch.no_grad():
         sae.b_enc.normal_(0, 0.3)
         sae.b_dec.normal_(0, 0.3)
-    x = torch.randn(200, sae.d_in)
+    x = torch.randn(200, sae.d_in) if x is None else x
     dead = torch.zeros(sae.d_sae, dtype=torch.bool)
     dead[::5] = True
     results = []
@@ -105,6 +106,23 @@ def test_sparse_training_path_matches_dense(arch: str) -> None:
     """The sparse kernels give the dense autograd's losses and gradients (with AuxK active)."""
     torch.manual_seed(0)
     assert_sparse_path_matches_dense(build_sae(SAEConfig(architecture=arch, d_in=24, d_sae=96, k=4, aux_k=6)), {"auxk": 0.5})
+
+
+@pytest.mark.parametrize("arch", ["batchtopk", "matryoshka_batchtopk"])
+def test_batchtopk_tokens_that_win_most_latents_get_extra_rows_not_wider_ones(arch: str) -> None:
+    """A few high-norm tokens win far more than k latents each: the selection stays as wide as an
+    ordinary token's (those tokens own several rows) and is still the exact batch top-k."""
+    torch.manual_seed(0)
+    sae = build_sae(SAEConfig(architecture=arch, d_in=24, d_sae=96, k=4, aux_k=6))
+    x = torch.randn(200, 24)
+    x[[3, 50, 51]] *= 40
+    sel, keep, _ = sae._select(x, None)
+    n_cand = sae.candidate_factor * 4
+    assert sel.rows is not None and sel.idx_BK.shape[1] == 4  # rows k wide
+    kept_per_token = torch.zeros(200).index_add(0, sel.rows, keep.sum(1))
+    assert kept_per_token[[3, 50, 51]].min() > n_cand  # they won more latents than a row holds
+    assert kept_per_token.sum() == 200 * 4
+    assert_sparse_path_matches_dense(sae, {"auxk": 0.5}, x)
 
 
 def test_sparse_ops_exclude_live_latents_from_aux() -> None:
