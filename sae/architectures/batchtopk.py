@@ -94,7 +94,7 @@ class BatchTopKSAE(TopKSAE):
             sorted_vals, sorted_idx = pre_HF.sort(dim=1, descending=True)
             n_won = ((sorted_vals >= cutoff) & (sorted_vals > 0)).sum(1)
             parts.append(_rows_of(sorted_idx, sorted_vals.to(main.vals_BK.dtype), n_won, heavy_rows, k))
-        idx, raw, kept, rows = (torch.cat(t) for t in zip(*parts))
+        idx, raw, kept, rows = (torch.cat(t) for t in zip(*parts, strict=True))
         idx, raw, kept = sort_rows(idx, raw, kept)
         return Selection(idx, raw, rows), kept.to(torch.float32), aux
 
