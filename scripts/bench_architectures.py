@@ -70,7 +70,7 @@ def calibrate_l1(arch: str, targets: list[int], args: argparse.Namespace, hook: 
     grid = [sae.SAEConfig(architecture=arch, d_in=d_in, d_sae=D_SAE, hook_name=hook, l1_coefficient=c, name=f"{arch}_l1_{c:g}")
             for c in L1_GRID]
     paths, _ = train_together(grid, args.cache, args.calibration_tokens, args.eval_tokens, args.out / f"calibrate_{arch}", model)
-    points = [(math.log(c), math.log(max(held_out_l0(p, args.cache, args.eval_tokens, model), 1e-3))) for c, p in zip(L1_GRID, paths)]
+    points = [(math.log(c), math.log(max(held_out_l0(p, args.cache, args.eval_tokens, model), 1e-3))) for c, p in zip(L1_GRID, paths, strict=True)]
     print(f"  {arch} calibration (L1 -> held-out L0): " + ", ".join(f"{math.exp(a):g} -> {math.exp(b):.1f}" for a, b in points))
     chosen = {}
     for target in targets:
@@ -85,7 +85,7 @@ def _interpolate(points: list[tuple[float, float]], y: float) -> float:
         return pts[0][0]
     if y >= pts[-1][1]:
         return pts[-1][0]
-    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:], strict=False):
         if y0 <= y <= y1:
             return x0 + (x1 - x0) * (y - y0) / (y1 - y0) if y1 != y0 else x0
     return pts[-1][0]
@@ -179,7 +179,7 @@ def main() -> int:
     paths, seconds = train_together(configs, args.cache, args.tokens, args.eval_tokens, args.out, model)
     x = _speed_batch(args.cache, hook)
     rows = []
-    for cfg, path in zip(configs, paths):
+    for cfg, path in zip(configs, paths, strict=True):
         row = {"arch": cfg.architecture, "setting": sae.get_architecture(cfg.architecture).name_detail(cfg) or "-",
                "path": str(path), **evaluate_row(path, args, model), "tokens_per_s": train_speed(cfg, x, args.speed_steps)}
         rows.append(row)

@@ -264,7 +264,7 @@ def test_shared_prefix_gives_the_same_probabilities(model):
     assert shared == pytest.approx(full, abs=1e-4) and len(set(shared)) == 3
     import torch  # and both equal a plain forward of each prompt alone, read at its last position
 
-    for m, p in zip(prompts, shared):
+    for m, p in zip(prompts, shared, strict=True):
         ids = torch.tensor([client.tokenizer(client._render(m), add_special_tokens=False).input_ids])
         with torch.no_grad():
             logp = torch.log_softmax(client.model(input_ids=ids).logits[0, -1].float(), dim=-1)

@@ -12,7 +12,13 @@ from sae.architectures.base import build_sae
 from sae.architectures.matryoshka import prefix_ends
 from sae.checkpoint import load_sae, save_sae
 from sae.config import SAEConfig
-from tests.sae.test_architectures import ACTIVE, D_IN, assert_sparse_path_matches_dense, mean_max_cosine, train_planted
+from tests.sae.test_architectures import (
+    ACTIVE,
+    D_IN,
+    assert_sparse_path_matches_dense,
+    mean_max_cosine,
+    train_planted,
+)
 
 ARCH = "matryoshka_batchtopk"
 
