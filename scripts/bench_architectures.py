@@ -160,6 +160,8 @@ def main() -> int:
     ap.add_argument("--no-quality", dest="quality", action="store_false", help="skip sparse probing and absorption")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_architectures")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--speed-only", action="store_true",
+                    help="only the training tokens/s of each architecture on one batch (no training, no evaluation)")
     args = ap.parse_args()
     manifest = sae.CacheManifest.read(args.cache)
     hook = manifest.hooks[0]
@@ -168,6 +170,8 @@ def main() -> int:
     unknown = set(archs) - set(sae.architecture_names())
     if unknown:
         raise SystemExit(f"unknown architecture(s) {sorted(unknown)}; known: {sae.architecture_names()}")
+    if args.speed_only:
+        return print_speeds(archs, args, hook, d_in)
     model = sae.load_model(manifest.model)
     l1 = _parse_l1(args.l1)
     for arch in archs:
@@ -188,6 +192,17 @@ def main() -> int:
     print_table(rows)
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "args": {k: str(v) for k, v in vars(args).items()}}, indent=1))
+    return 0
+
+
+def print_speeds(archs: list[str], args: argparse.Namespace, hook: str, d_in: int) -> int:
+    """Training tokens/s per architecture at the first target L0 (L1-set ones at their default L1)."""
+    x = _speed_batch(args.cache, hook)
+    print(f"| SAE | train tokens/s (batch {BATCH:,}, d_sae {D_SAE:,}, {torch.get_num_threads()} threads) |\n|---|---|")
+    for arch in archs:
+        if sparsity_field(arch):
+            cfg = configure(arch, args.l0[0], hook, d_in, sae.SAEConfig().l1_coefficient)
+            print(f"| {arch} | {train_speed(cfg, x, args.speed_steps):,.0f} |", flush=True)
     return 0
 
 

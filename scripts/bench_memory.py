@@ -1,0 +1,147 @@
+"""Memory at scale: training from a cache far larger than the store's buffer, and the feature-DB pass.
+
+    python scripts/bench_memory.py                                  # runs/steer_seeds/acts (400k tokens)
+    python scripts/bench_memory.py --cache DIR --train-tokens 800000 --db-tokens 100000 400000
+
+Each case runs in its own process, so its peak memory is its own (VmHWM and the peak of
+anonymous memory sampled every 50 ms; file-backed pages of memory-mapped shards are counted
+apart, since the kernel drops them under pressure and they are not the program's to hold).
+
+1. Training (TopK, 4,608 latents, k 32) over the whole cache with the mixing buffer holding the
+   whole cache vs 1/10 of it (the cache is then 10x the buffer, the out-of-core case): peak
+   memory and tokens/s. The store's design target: memory ~ two buffers, throughput within 10%.
+2. The feature-database pass over a growing number of cached tokens: peak memory should not grow
+   with the tokens analysed (top examples are bounded heaps, histograms fixed bins).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+D_SAE, K = 4608, 32
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+class PeakSampler:
+    """Peak anonymous and file-backed resident memory of this process, sampled in a thread."""
+
+    def __init__(self, every_s: float = 0.05) -> None:
+        self.every_s, self.anon_kb, self.file_kb = every_s, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.anon_kb = max(self.anon_kb, _status_kb("RssAnon"))
+            self.file_kb = max(self.file_kb, _status_kb("RssFile"))
+            time.sleep(self.every_s)
+
+    def __enter__(self) -> PeakSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _case_train(args: argparse.Namespace) -> dict:
+    import sae
+    from sae.config import SAEConfig, StoreConfig, TrainConfig
+
+    with tempfile.TemporaryDirectory() as out, PeakSampler() as peak:
+        base_anon = _status_kb("RssAnon")
+        cfg = TrainConfig(out_dir=out, cache_dir=args.cache, n_tokens=args.train_tokens,
+                          saes=[SAEConfig(architecture="topk", d_sae=D_SAE, k=K)],
+                          store=StoreConfig(buffer_tokens=args.buffer, verify=False), log_every_steps=100)
+        t0 = time.perf_counter()
+        sae.train(cfg)
+        wall = time.perf_counter() - t0
+    return {"buffer_tokens": args.buffer, "tokens": args.train_tokens, "seconds": wall,
+            "tokens_per_s": args.train_tokens / wall, "start_anon_mb": base_anon / 1024,
+            "peak_anon_mb": peak.anon_kb / 1024, "peak_file_mb": peak.file_kb / 1024,
+            "vm_hwm_mb": _status_kb("VmHWM") / 1024}
+
+
+def _case_db(args: argparse.Namespace) -> dict:
+    import sae
+    from sae.config import FeaturesConfig
+
+    model = sae.load_model(device="cpu")
+    my_sae = sae.load_sae(args.sae, device="cpu")
+    with tempfile.TemporaryDirectory() as out, PeakSampler() as peak:
+        base_anon = _status_kb("RssAnon")
+        t0 = time.perf_counter()
+        sae.build_feature_db(FeaturesConfig(sae_path=args.sae, out_path=f"{out}/f.sqlite", cache_dir=args.cache,
+                                            n_tokens=args.db_tokens[0]), model, my_sae)
+        wall = time.perf_counter() - t0
+    return {"tokens": args.db_tokens[0], "seconds": wall, "start_anon_mb": base_anon / 1024,
+            "peak_anon_mb": peak.anon_kb / 1024, "peak_file_mb": peak.file_kb / 1024}
+
+
+def _run_case(argv: list[str]) -> dict:
+    out = subprocess.run([sys.executable, __file__, *argv], capture_output=True, text=True, cwd=ROOT)
+    if out.returncode != 0:
+        raise RuntimeError(f"case {argv} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cache", default=str(ROOT / "runs/steer_seeds/acts"))
+    ap.add_argument("--sae", default=str(ROOT / "runs/steer_seeds/seed0"), help="SAE for the feature-DB pass")
+    ap.add_argument("--train-tokens", type=int, default=None, help="default: the cache's token count (one epoch)")
+    ap.add_argument("--db-tokens", type=int, nargs="+", default=[100_000, 400_000])
+    ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--skip-db", action="store_true")
+    ap.add_argument("--case", choices=("train", "db"), help=argparse.SUPPRESS)
+    ap.add_argument("--buffer", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.case:  # a child process: one measurement, printed as JSON
+        print(json.dumps(_case_train(args) if args.case == "train" else _case_db(args)))
+        return 0
+
+    import sae
+
+    manifest = sae.CacheManifest.read(args.cache)
+    n_cache = manifest.n_kept(manifest.hooks[0])
+    tokens = args.train_tokens or n_cache
+    common = ["--cache", args.cache, "--sae", args.sae, "--train-tokens", str(tokens)]
+    if not args.skip_train:
+        d_in = manifest.d_in_of(manifest.hooks[0])
+        print(f"cache {args.cache}: {n_cache:,} tokens x d_in {d_in} fp32 = {n_cache * d_in * 4 / 2**20:,.0f} MB\n")
+        print("| mixing buffer | buffer MB | cache / buffer | tokens/s | peak anon MB (start) | peak file-backed MB |")
+        print("|---|---|---|---|---|---|")
+        rows = []
+        for buffer in (n_cache, n_cache // 10):
+            r = _run_case([*common, "--case", "train", "--buffer", str(buffer)])
+            rows.append(r)
+            print(f"| {buffer:,} tokens | {buffer * d_in * 4 / 2**20:,.0f} | {n_cache / buffer:.0f}x | "
+                  f"{r['tokens_per_s']:,.0f} | {r['peak_anon_mb']:,.0f} ({r['start_anon_mb']:,.0f}) | "
+                  f"{r['peak_file_mb']:,.0f} |", flush=True)
+        print(f"\nthroughput out of core / in memory: {rows[1]['tokens_per_s'] / rows[0]['tokens_per_s']:.2f}")
+    if not args.skip_db:
+        print("\n| feature-DB tokens | seconds | peak anon MB (start) | peak file-backed MB |\n|---|---|---|---|")
+        for n in args.db_tokens:
+            r = _run_case([*common, "--case", "db", "--db-tokens", str(n)])
+            print(f"| {n:,} | {r['seconds']:.0f} | {r['peak_anon_mb']:,.0f} ({r['start_anon_mb']:,.0f}) | "
+                  f"{r['peak_file_mb']:,.0f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
