@@ -17,7 +17,6 @@ the training speed of each transcoder alone over a few steps of a fixed batch. P
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import shutil
 import sys

@@ -263,7 +263,7 @@ def test_splice_replaces_the_mlp_output_computed_from_its_input(model) -> None:
     """On the embedded model: pairs from the live model (`from_model(..., target_hook=)`), a skip
     transcoder holding the least-squares linear map from the MLP's input to its output, evaluated
     against the target (FVU = the regression's residual share) and spliced in place of the MLP's output
-    (CE recovered between zero-ablation's 0 and 1); with an all-zero output the splice is zero-ablation."""
+    (CE recovered well above zero-ablation's 0); with an all-zero output the splice is zero-ablation."""
     from sae.config import DataConfig, EvalConfig, StoreConfig
     from sae.evaluation import evaluate
     from sae.store import ActivationPair, ActivationStore
@@ -292,7 +292,8 @@ def test_splice_replaces_the_mlp_output_computed_from_its_input(model) -> None:
     print(f"linear MLP: FVU {res.reconstruction.fvu:.3f} (fit {train_fvu:.3f}), CE clean {down.ce_loss_clean:.3f} "
           f"linear {down.ce_loss_sae:.3f} zero {down.ce_loss_zero:.3f}, recovered {down.ce_loss_recovered:.3f}")
     assert 0.05 < res.reconstruction.fvu < 1.0 and res.sae["hook_name_out"] == OUT_HOOK
-    assert 0.0 < down.ce_loss_recovered < 1.0 and down.n_spliced > 0
+    # well above zero-ablation's 0 (measured 0.86 on 3000 pairs; 4 rows of text are a noisy estimate)
+    assert down.ce_loss_recovered > 0.5 and down.ce_loss_sae < down.ce_loss_zero and down.n_spliced > 0
     with torch.no_grad():
         tc.W_skip.zero_()
         tc.b_dec.zero_()
