@@ -64,19 +64,14 @@ from sae.architectures.base import (
     split_transcoder_name,
 )
 from sae.atomic_io import atomic_write_bytes, atomic_write_json
+from sae.checkpoint_files import CFG_FILE, WEIGHTS_FILE, CheckpointError
 from sae.config import ConfigError, SAEConfig, from_dict, to_dict
 from sae.devices import parse_dtype
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_FILE = "sae_weights.safetensors"
-CFG_FILE = "cfg.json"
 FORMAT_VERSION = 1
 SAELENS_LAYOUT_VERSION = "6.0.0"
-
-
-class CheckpointError(ValueError):
-    """An SAE checkpoint that is missing, malformed, or does not match its config."""
 
 
 # --------------------------------------------------------------------------- save
