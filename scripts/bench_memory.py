@@ -21,42 +21,13 @@ import json
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
+from _peak_memory import PeakSampler, status_kb
+
 ROOT = Path(__file__).resolve().parents[1]
 D_SAE, K = 4608, 32
-
-
-def _status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-class PeakSampler:
-    """Peak anonymous and file-backed resident memory of this process, sampled in a thread."""
-
-    def __init__(self, every_s: float = 0.05) -> None:
-        self.every_s, self.anon_kb, self.file_kb = every_s, 0, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.anon_kb = max(self.anon_kb, _status_kb("RssAnon"))
-            self.file_kb = max(self.file_kb, _status_kb("RssFile"))
-            time.sleep(self.every_s)
-
-    def __enter__(self) -> PeakSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def _case_train(args: argparse.Namespace) -> dict:
@@ -64,7 +35,7 @@ def _case_train(args: argparse.Namespace) -> dict:
     from sae.config import SAEConfig, StoreConfig, TrainConfig
 
     with tempfile.TemporaryDirectory() as out, PeakSampler() as peak:
-        base_anon = _status_kb("RssAnon")
+        base_anon = status_kb("RssAnon")
         cfg = TrainConfig(out_dir=out, cache_dir=args.cache, n_tokens=args.train_tokens,
                           saes=[SAEConfig(architecture="topk", d_sae=D_SAE, k=K)],
                           store=StoreConfig(buffer_tokens=args.buffer, verify=False), log_every_steps=100)
@@ -74,7 +45,7 @@ def _case_train(args: argparse.Namespace) -> dict:
     return {"buffer_tokens": args.buffer, "tokens": args.train_tokens, "seconds": wall,
             "tokens_per_s": args.train_tokens / wall, "start_anon_mb": base_anon / 1024,
             "peak_anon_mb": peak.anon_kb / 1024, "peak_file_mb": peak.file_kb / 1024,
-            "vm_hwm_mb": _status_kb("VmHWM") / 1024}
+            "vm_hwm_mb": status_kb("VmHWM") / 1024}
 
 
 def _case_db(args: argparse.Namespace) -> dict:
@@ -84,7 +55,7 @@ def _case_db(args: argparse.Namespace) -> dict:
     model = sae.load_model(device="cpu")
     my_sae = sae.load_sae(args.sae, device="cpu")
     with tempfile.TemporaryDirectory() as out, PeakSampler() as peak:
-        base_anon = _status_kb("RssAnon")
+        base_anon = status_kb("RssAnon")
         t0 = time.perf_counter()
         sae.build_feature_db(FeaturesConfig(sae_path=args.sae, out_path=f"{out}/f.sqlite", cache_dir=args.cache,
                                             n_tokens=args.db_tokens[0]), model, my_sae)

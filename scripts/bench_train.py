@@ -17,6 +17,8 @@
 3. Quality after `--tokens` tokens of the builtin corpus (layer-15 cache under `--cache`, built
    when missing), every architecture at L0 ~ 32 trained together on one stream: FVU, CE-loss
    recovered and dead % from `sae.evaluate` on the cache's held-out tail.
+4. Many SAEs at once (`--many 8`): eight TopK SAEs (k 8..128) trained together on one stream vs
+   one after another, tokens/s per SAE and overall, and peak memory of each arm.
 """
 
 from __future__ import annotations
@@ -220,6 +222,46 @@ def quality(cache: Path, tokens: int, eval_tokens: int, ce_batches: int, relu_l1
     return rows
 
 
+MANY_KS = (8, 16, 24, 32, 48, 64, 96, 128)
+
+
+def many_saes(cache: Path, tokens: int, out: Path, n_saes: int) -> list[dict]:
+    """`n_saes` TopK SAEs (k from MANY_KS) trained together on one stream vs one after another:
+    tokens/s per SAE and overall, and peak anonymous memory of each arm."""
+    from _peak_memory import PeakSampler
+
+    from sae import train
+
+    saes = [SAEConfig(architecture="topk", d_in=D_IN, d_sae=D_SAE, k=k, hook_name=HOOK, name=f"topk_k{k}")
+            for k in MANY_KS[:n_saes]]
+
+    def run(configs: list[SAEConfig], where: Path) -> tuple[float, float]:
+        shutil.rmtree(where, ignore_errors=True)
+        cfg = TrainConfig(out_dir=str(where), cache_dir=str(cache), saes=configs, n_tokens=tokens, resume=False,
+                          store=StoreConfig(batch_size=BATCH), checkpoint_every_tokens=10**12, progress=False)
+        with PeakSampler() as peak:
+            t = time.perf_counter()
+            train(cfg)
+            return time.perf_counter() - t, peak.anon_kb / 1024
+
+    together_s, together_mb = run(saes, out / "many_together")
+    alone = [run([c], out / f"many_alone_{c.name}") for c in saes]
+    alone_s, alone_mb = sum(t for t, _ in alone), max(m for _, m in alone)
+    n = len(saes)
+    return [{"arm": f"{n} together, one stream", "seconds": together_s, "per_sae": tokens / together_s,
+             "overall": n * tokens / together_s, "peak_mb": together_mb},
+            {"arm": f"{n} one after another", "seconds": alone_s, "per_sae": n * tokens / alone_s / n,
+             "overall": n * tokens / alone_s, "peak_mb": alone_mb}]
+
+
+def print_many(rows: list[dict], tokens: int, n_saes: int) -> None:
+    ks = ", ".join(map(str, MANY_KS[:n_saes]))
+    print(f"\n## 4. Many SAEs at once: TopK d_sae={D_SAE}, k = {ks}, {tokens:,} tokens each, from the cache")
+    print("| arm | seconds | tokens/s per SAE | SAE-tokens/s overall | peak anonymous MB |\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['arm']} | {r['seconds']:.0f} | {r['per_sae']:,.0f} | {r['overall']:,.0f} | {r['peak_mb']:,.0f} |")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cache", type=Path, default=ROOT / "runs" / "bench" / "acts_l15", help="layer-15 cache of the builtin corpus")
@@ -240,6 +282,8 @@ def main() -> int:
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--skip-saelens", action="store_true")
     ap.add_argument("--skip-quality", action="store_true")
+    ap.add_argument("--many", type=int, default=8, help="SAEs in the many-at-once comparison (0 to skip)")
+    ap.add_argument("--many-tokens", type=int, default=200_000, help="training tokens per SAE in that comparison")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -284,6 +328,9 @@ def main() -> int:
                       f"FVU {ours['fvu'] - theirs['fvu']:+.4f}")
             else:
                 print(f"| {name:10s} | {theirs}")
+
+    if args.many:
+        print_many(many_saes(cache, args.many_tokens, args.out, args.many), args.many_tokens, args.many)
 
     if not args.skip_quality:
         eval_tokens = min(args.eval_tokens, n_cached // 5)
