@@ -89,7 +89,7 @@ def _check_subfolder(subfolder: str | None, where: str) -> str | None:
     parts = subfolder.strip("/").split("/")
     if any(p in ("", ".", "..") for p in parts) or "\\" in subfolder or "@" in subfolder:
         raise HubError(f"{where}: subfolder {subfolder!r} is not a plain relative path (no '..', '.', '//', "
-                       "'\\' or '@'); use e.g. layer_15 or blocks.15/topk")
+                       "'\\' or '@'); use e.g. layer_15 or blocks.15/k32")
     return "/".join(parts)
 
 
