@@ -16,6 +16,12 @@ The right-hand form is what runs (it needs only the edited rows of W_dec); the c
 from one `sae.encode(x)` of the unedited x, so TopK / BatchTopK SAEs, whose f_i depend on
 every other latent, are edited exactly like ReLU / JumpReLU ones. Computing the error after
 the edit would cancel the edit; computing it from the edited x is the classic bug.
+
+A transcoder's latents (`sae.is_transcoder`: codes read at `cfg.hook_name`, decoded to
+`cfg.hook_name_out`) are edited the same way across two hooks of one forward: `read_codes` encodes
+the input hook's activation x (left unchanged), `apply_out` moves the output hook's activation y to
+`y + sum_i (f_i' - f_i) W_dec[i]`. The skip term and the biases cancel in the difference, so the
+error y - transcoder(x) is kept exactly, as for an SAE.
 """
 
 from __future__ import annotations
@@ -132,6 +138,45 @@ def make_edit(method: str, strength: float, unit: str = "abs") -> Edit:
     raise SteeringError(f"unknown steering method {method!r}; use clamp, scale, add or ablate")
 
 
+def _needs_codes(edits: Sequence[Edit]) -> bool:
+    return any(not isinstance(e, Add) for e in edits)
+
+
+def _code_deltas(
+    f_NF: Float[Tensor, "n F"] | None,
+    n: int,
+    edits: Sequence[Edit],
+    max_acts: Tensor | None,
+    like: Tensor,
+) -> Float[Tensor, "n F"]:
+    """`f_i' - f_i` per position and edited feature (`f_NF` may be None when every edit is an Add);
+    in `like`'s dtype and device."""
+    cols = []
+    for j, e in enumerate(edits):
+        scale = 1.0
+        if getattr(e, "unit", "abs") == "max":
+            if max_acts is None:
+                raise SteeringError("unit='max' needs the features' max activations (pass max_acts)")
+            scale = float(max_acts[j])
+        if isinstance(e, Clamp):
+            new = torch.full_like(f_NF[:, j], e.value * scale)  # type: ignore[index]
+            cols.append(new - f_NF[:, j])  # type: ignore[index]
+        elif isinstance(e, Scale):
+            cols.append((e.factor - 1.0) * f_NF[:, j])  # type: ignore[index]
+        elif isinstance(e, Add):
+            cols.append(torch.full((n,), e.amount * scale, dtype=like.dtype, device=like.device))
+        elif isinstance(e, Ablate):
+            cols.append(-f_NF[:, j])  # type: ignore[index]
+        else:
+            raise SteeringError(f"not a feature edit: {e!r}; use Clamp, Scale, Add or Ablate")
+    return torch.stack(cols, dim=1)
+
+
+def _add_decoded(y_ND: Tensor, sae: SparseAutoencoder, features: Tensor, delta_NF: Tensor) -> Tensor:
+    delta_ND = delta_NF @ sae.W_dec[features]
+    return y_ND + delta_ND.to(y_ND.device, y_ND.dtype)
+
+
 def edit_codes(
     x_ND: Float[Tensor, "n d_in"],
     sae: SparseAutoencoder,
@@ -146,29 +191,8 @@ def edit_codes(
     returns in x's.
     """
     xs = x_ND.to(sae.W_dec.device, sae.W_dec.dtype)
-    needs_codes = any(not isinstance(e, Add) for e in edits)
-    f_NF = sae.encode(xs)[:, features] if needs_codes else None
-    cols = []
-    for j, e in enumerate(edits):
-        scale = 1.0
-        if getattr(e, "unit", "abs") == "max":
-            if max_acts is None:
-                raise SteeringError("unit='max' needs the features' max activations (pass max_acts)")
-            scale = float(max_acts[j])
-        if isinstance(e, Clamp):
-            new = torch.full_like(f_NF[:, j], e.value * scale)  # type: ignore[index]
-            cols.append(new - f_NF[:, j])  # type: ignore[index]
-        elif isinstance(e, Scale):
-            cols.append((e.factor - 1.0) * f_NF[:, j])  # type: ignore[index]
-        elif isinstance(e, Add):
-            cols.append(torch.full((xs.shape[0],), e.amount * scale, dtype=xs.dtype, device=xs.device))
-        elif isinstance(e, Ablate):
-            cols.append(-f_NF[:, j])  # type: ignore[index]
-        else:
-            raise SteeringError(f"not a feature edit: {e!r}; use Clamp, Scale, Add or Ablate")
-    delta_NF = torch.stack(cols, dim=1)
-    delta_ND = delta_NF @ sae.W_dec[features]
-    return x_ND + delta_ND.to(x_ND.device, x_ND.dtype)
+    f_NF = sae.encode(xs)[:, features] if _needs_codes(edits) else None
+    return _add_decoded(x_ND, sae, features, _code_deltas(f_NF, xs.shape[0], edits, max_acts, xs))
 
 
 # --------------------------------------------------------------------------- interventions
@@ -177,6 +201,9 @@ def edit_codes(
 @dataclass
 class FeatureSteering:
     """Edits to some features of one SAE, at the SAE's hook (or `hook`), at some positions.
+
+    For a transcoder the codes are read at `hook` (its input hook by default) and the edits land
+    at `hook_out` (its `cfg.hook_name_out`), in the same forward (`read_codes` / `apply_out`).
 
     `feature_db`: a `sae.FeatureDB` or its path, for unit="max"; without one the max
     activations come from a quick scan of builtin-corpus tokens (`steering.max_activations`).
@@ -189,6 +216,8 @@ class FeatureSteering:
     feature_db: Any = None
     label: str | None = None
     _max_acts: Tensor | None = field(default=None, repr=False)
+    # A transcoder's output hook (cfg.hook_name_out), where its edits land; None for an SAE.
+    hook_out: str | None = field(default=None, init=False)
     _idx: Tensor | None = field(default=None, repr=False, init=False)
     _edit_list: list = field(default_factory=list, repr=False, init=False)
 
@@ -198,13 +227,6 @@ class FeatureSteering:
             raise SteeringError("edits must map feature index -> edit, e.g. {123: Clamp(10)}")
         if not isinstance(self.edits, Mapping) or not self.edits:
             raise SteeringError("edits must be a non-empty mapping {feature_index: Clamp/Scale/Add/Ablate}")
-        if getattr(self.sae, "is_transcoder", False):
-            # Its codes are read at hook_name but its edits belong at hook_name_out: one hook cannot do both.
-            raise SteeringError(
-                f"steering with a transcoder's latents ({self.sae.cfg.hook_name} -> {self.sae.cfg.hook_name_out}) is "
-                "not supported yet; for a one-off edit use sae.attached(model, transcoder, use_error_term=True) "
-                "with a hook on '<hook_name>.hook_sae_acts_post', or steer with an SAE of one hook"
-            )
         d_sae = int(self.sae.W_dec.shape[0])
         clean: dict[int, Edit] = {}
         for f, e in self.edits.items():
@@ -228,6 +250,8 @@ class FeatureSteering:
             self.hook = getattr(getattr(self.sae, "cfg", None), "hook_name", None)
             if not self.hook:
                 raise SteeringError("the SAE's config names no hook; pass hook='blocks.L.hook_resid_post'")
+        if getattr(self.sae, "is_transcoder", False):
+            self.hook_out = self.sae.cfg.hook_name_out  # `hook` stays the input hook, where codes are read
 
     @property
     def features(self) -> list[int]:
@@ -235,6 +259,12 @@ class FeatureSteering:
 
     @property
     def d_in(self) -> int:
+        """The width of the activation the codes are read from (`hook`)."""
+        return int(self.sae.d_in) if self.hook_out is not None else int(self.sae.W_dec.shape[1])
+
+    @property
+    def d_out(self) -> int:
+        """The width of the activation the edits land on (`hook_out`, else `hook`)."""
         return int(self.sae.W_dec.shape[1])
 
     @property
@@ -245,14 +275,37 @@ class FeatureSteering:
         if self.label:
             return self.label
         parts = [f"{f}:{type(e).__name__.lower()}({_edit_arg(e)})" for f, e in self.edits.items()]
-        return f"sae@{self.hook}[{', '.join(parts)}]"
+        where = f"transcoder@{self.hook}->{self.hook_out}" if self.hook_out is not None else f"sae@{self.hook}"
+        return f"{where}[{', '.join(parts)}]"
 
-    def apply(self, x_ND: Float[Tensor, "n d"]) -> Float[Tensor, "n d"]:
+    def _index(self) -> Tensor:
         dev = self.sae.W_dec.device
         if self._idx is None or self._idx.device != dev:  # built once: this runs every decode step
             self._idx = torch.tensor(self.features, device=dev)
             self._edit_list = list(self.edits.values())
-        return edit_codes(x_ND, self.sae, self._idx, self._edit_list, self._max_acts)
+        return self._idx
+
+    def apply(self, x_ND: Float[Tensor, "n d"]) -> Float[Tensor, "n d"]:
+        if self.hook_out is not None:
+            raise SteeringError(
+                f"a transcoder's edit needs two hooks ({self.hook} -> {self.hook_out}); install it with "
+                "steering.steer(...) or steering.generate(...), or call read_codes then apply_out"
+            )
+        return edit_codes(x_ND, self.sae, self._index(), self._edit_list, self._max_acts)
+
+    def read_codes(self, x_ND: Float[Tensor, "n d_in"]) -> Float[Tensor, "n F"] | None:
+        """A transcoder's codes of the edited features at its input (None when every edit is an Add)."""
+        idx = self._index()
+        if not _needs_codes(self._edit_list):
+            return None
+        return self.sae.encode(x_ND.to(self.sae.W_dec.device, self.sae.W_dec.dtype))[:, idx]
+
+    def apply_out(self, y_ND: Float[Tensor, "n d_out"], f_NF: Tensor | None) -> Float[Tensor, "n d_out"]:
+        """The output hook's activation `y + sum_i (f_i' - f_i) W_dec[i]`, with `f_NF` from
+        `read_codes` of the same positions: the transcoder's error term is kept exactly."""
+        idx = self._index()
+        delta_NF = _code_deltas(f_NF, y_ND.shape[0], self._edit_list, self._max_acts, self.sae.W_dec)
+        return _add_decoded(y_ND, self.sae, idx, delta_NF)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 Every intervention runs as a forward hook on its hook point, on every forward: the prompt
 and each KV-cached decode step alike; `steering.positions` says which positions a call covers.
+A transcoder's runs as two: one reads the codes at its input hook, one edits its output hook.
 """
 
 from __future__ import annotations
@@ -80,6 +81,30 @@ def canonical_hook(model: TransformerBridge, hook: str) -> str:
     return hp.name or hook
 
 
+def _check_width(model: TransformerBridge, iv: Intervention) -> None:
+    width = hook_width(model, iv.hook)  # type: ignore[arg-type]
+    if isinstance(iv, FeatureSteering) and iv.hook_out is not None:
+        if iv.d_in != width:
+            raise SteeringError(
+                f"transcoder d_in is {iv.d_in} but its input hook {iv.hook!r} has width {width}; use the "
+                "transcoder trained on this model (or pass hook= the hook it reads)"
+            )
+        canonical_hook(model, iv.hook_out)
+        width_out = hook_width(model, iv.hook_out)
+        if iv.d_out != width_out:
+            raise SteeringError(
+                f"transcoder d_out is {iv.d_out} but its output hook {iv.hook_out!r} (cfg.hook_name_out) has "
+                f"width {width_out}; use the transcoder trained on this model, or set hook_name_out in its "
+                "cfg.json to the hook it reconstructs"
+            )
+    elif iv.d_in != width:
+        what = "SAE d_in" if isinstance(iv, FeatureSteering) else "steering vector length"
+        raise SteeringError(
+            f"{what} is {iv.d_in} but hook {iv.hook!r} has width {width}; use the SAE trained "
+            "on this hook (or pass hook= the hook it was trained on)"
+        )
+
+
 def prepare(model: TransformerBridge, interventions: list[Intervention]) -> None:
     """Check every intervention against the model before anything runs; resolve unit='max'."""
     for iv in interventions:
@@ -87,14 +112,9 @@ def prepare(model: TransformerBridge, interventions: list[Intervention]) -> None
             raise SteeringError(f"not an intervention: {iv!r}")
         assert iv.hook is not None
         canonical_hook(model, iv.hook)
-        width = hook_width(model, iv.hook)
-        if iv.d_in != width:
-            what = "SAE d_in" if isinstance(iv, FeatureSteering) else "steering vector length"
-            raise SteeringError(
-                f"{what} is {iv.d_in} but hook {iv.hook!r} has width {width}; use the SAE trained "
-                "on this hook (or pass hook= the hook it was trained on)"
-            )
+        _check_width(model, iv)
         if isinstance(iv, FeatureSteering) and iv.needs_max and iv._max_acts is None:
+            # A transcoder's maxima are its codes' at the input hook (cfg.hook_name), as in its feature DB.
             maxes = max_activations(model, iv.sae, db=iv.feature_db, features=iv.features)
             bad = [f for f, m in zip(iv.features, maxes.tolist(), strict=True) if not m > 0]
             if bad:
@@ -119,6 +139,50 @@ def _make_hook(iv: Intervention, tracker: PositionTracker):
     return steer_hook
 
 
+def _make_transcoder_hooks(model: TransformerBridge, iv: FeatureSteering,
+                           tracker: PositionTracker) -> list[tuple[str, Any]]:
+    """(input hook, read) and (output hook, edit) for a transcoder: `read` encodes the positions
+    `iv.positions` covers and leaves the activation alone; `edit` adds the decoded change of the
+    codes to the output of the same forward (each forward's codes are used once, then dropped)."""
+    stash: list[tuple[Tensor, Tensor | None]] = []  # this forward's (mask [B, S], codes [n, F])
+
+    def read_hook(x: Tensor, hook: Any) -> Tensor:
+        stash.clear()  # a forward stopped early (a capture) may have left one
+        if not tracker.enabled or not isinstance(x, Tensor) or x.ndim != 3:
+            return x
+        B, S, D = x.shape
+        m_BS = tracker.mask(iv.positions, B, S, x.device)
+        f_NF = iv.read_codes(x[m_BS]) if bool(m_BS.any()) else None
+        stash.append((m_BS, f_NF))
+        return x
+
+    def edit_hook(y: Tensor, hook: Any) -> Tensor:
+        if not tracker.enabled or not isinstance(y, Tensor) or y.ndim != 3:
+            return y
+        if not stash or tuple(stash[0][0].shape) != tuple(y.shape[:2]):
+            raise SteeringError(
+                f"the transcoder's output hook {iv.hook_out!r} fired without codes from its input hook "
+                f"{iv.hook!r} for the same positions in this forward: the input hook must come earlier in the "
+                "forward than the output hook (e.g. blocks.L.mlp.hook_in -> blocks.L.hook_mlp_out); check the "
+                "transcoder's hook_name / hook_name_out"
+            )
+        m_BS, f_NF = stash.pop()
+        if not bool(m_BS.any()):
+            return y
+        out = y.clone()
+        out[m_BS] = iv.apply_out(y[m_BS], f_NF)
+        return out
+
+    return [(canonical_hook(model, iv.hook), read_hook),  # type: ignore[arg-type]
+            (canonical_hook(model, iv.hook_out), edit_hook)]  # type: ignore[arg-type]
+
+
+def _hooks_for(model: TransformerBridge, iv: Intervention, tracker: PositionTracker) -> list[tuple[str, Any]]:
+    if isinstance(iv, FeatureSteering) and iv.hook_out is not None:
+        return _make_transcoder_hooks(model, iv, tracker)
+    return [(canonical_hook(model, iv.hook), _make_hook(iv, tracker))]  # type: ignore[arg-type]
+
+
 # --------------------------------------------------------------------------- context manager
 
 
@@ -137,7 +201,7 @@ class Steering:
         self.tracker.acquire(self.model)
         stack.callback(self.tracker.release)
         try:
-            hooks = [(canonical_hook(self.model, iv.hook), _make_hook(iv, self.tracker)) for iv in self.interventions]  # type: ignore[arg-type]
+            hooks = [h for iv in self.interventions for h in _hooks_for(self.model, iv, self.tracker)]
             if hooks:
                 stack.enter_context(self.model.hooks(fwd_hooks=hooks))
         except BaseException:

@@ -337,9 +337,10 @@ def test_attached_transcoder_reads_its_input_and_replaces_its_output(model) -> N
     torch.testing.assert_close(spliced[OUT_HOOK], want, rtol=1e-4, atol=1e-4)
 
 
-def test_feature_db_reads_transcoder_latents_and_steering_says_it_cannot_yet(model, tmp_path: Path) -> None:
+def test_feature_db_reads_transcoder_latents_and_steering_uses_them(model, tmp_path: Path) -> None:
     """The feature DB encodes the input hook (max activations = the codes' maxima there; the logit lens
-    reads the decoder rows in the MLP output's space, the residual width); steering refuses clearly."""
+    reads the decoder rows in the MLP output's space, the residual width); steering's unit="max" reads
+    the transcoder's maxima from it (tests/steering/test_transcoder_steering.py tests the edits)."""
     import steering
     from sae.config import DataConfig, FeaturesConfig, StoreConfig
     from sae.features.build import build_feature_db
@@ -362,5 +363,8 @@ def test_feature_db_reads_transcoder_latents_and_steering_says_it_cannot_yet(mod
     top = int(codes.max(0).values.argmax())
     assert db.max_activation(top) == pytest.approx(float(codes[:, top].max()), rel=1e-3)
     assert db.feature(top).top_logits  # the lens ran: decoder rows have the residual's width
-    with pytest.raises(steering.SteeringError, match="transcoder"):
-        steering.FeatureSteering(tc, {top: steering.Clamp(5.0)})
+    from steering.steer_hooks import prepare
+
+    iv = steering.FeatureSteering(tc, {top: steering.Clamp(5.0, unit="max")}, feature_db=db)
+    prepare(model, [iv])
+    assert iv.hook_out == OUT_HOOK and float(iv._max_acts[0]) == pytest.approx(db.max_activation(top))
