@@ -2,6 +2,8 @@
 
     python scripts/bench_architectures.py --cache runs/steer_seeds/acts --tokens 500000
     python scripts/bench_architectures.py --cache ACTS --l0 32 --archs topk gated --no-quality
+    python scripts/bench_architectures.py --cache ACTS --from-json runs/bench_arch_all/result.json \
+        --second-cache runs/python_docs/acts     # the same SAEs on another text
 
 For each architecture in `sae.architecture_names()` and each target L0 (default 32 and 64) one
 SAE (d_sae 4608) is configured from what the architecture reads: `k` = L0 (TopK-style),
@@ -116,6 +118,28 @@ def evaluate_row(path: Path, args: argparse.Namespace, model) -> dict[str, Any]:
     return row
 
 
+def second_source_row(path: Path, cache: Path, args: argparse.Namespace, model) -> dict[str, Any]:
+    """L0 / FVU / CE recovered / dead % on another text's cache (its last `--eval-tokens`; CE on the
+    text that follows the cached part of the same source)."""
+    source = (sae.CacheManifest.read(cache).config.get("data") or {}).get("source")
+    if not source:
+        raise SystemExit(f"{cache}'s manifest names no text source; re-cache it with `saekit cache --source FILE`")
+    cfg = sae.EvalConfig(sae_path=str(path), cache_dir=str(cache), n_tokens=args.eval_tokens, ce_batches=args.ce_batches,
+                         save_png=False, data=sae.DataConfig(source=source))
+    d = sae.evaluate(str(path), model=model, cfg=cfg).to_dict(include_schema=False)
+    return {"source": source, "l0": d["sparsity"]["l0"], "fvu": d["reconstruction"]["fvu"],
+            "dead_pct": 100 * d["sparsity"]["dead_fraction"], "ce_recovered": (d.get("downstream") or {}).get("ce_loss_recovered")}
+
+
+def print_second_table(rows: list[dict[str, Any]]) -> None:
+    print(f"\n| SAE | setting | builtin FVU | builtin CE recovered | {rows[0]['second']['source']}: L0 | FVU | CE recovered | dead % |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        s = r["second"]
+        print(f"| {r['arch']} | {r['setting']} | {_fmt(r['fvu'])} | {_fmt(r['ce_recovered'])} | {_fmt(s['l0'], '.1f')} | "
+              f"{_fmt(s['fvu'])} | {_fmt(s['ce_recovered'])} | {_fmt(s['dead_pct'], '.2f')} |")
+
+
 def _fmt(v: Any, spec: str = ".3f") -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
 
@@ -162,7 +186,14 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--speed-only", action="store_true",
                     help="only the training tokens/s of each architecture on one batch (no training, no evaluation)")
+    ap.add_argument("--second-cache", type=Path, default=None,
+                    help="also evaluate every SAE on this cache of another text (e.g. Python's docs, "
+                         "scripts/make_python_docs_text.py); with --from-json, only that")
+    ap.add_argument("--from-json", type=Path, default=None,
+                    help="reuse the SAEs and rows of an earlier run's --json instead of training")
     args = ap.parse_args()
+    if args.from_json:
+        return second_source_only(args)
     manifest = sae.CacheManifest.read(args.cache)
     hook = manifest.hooks[0]
     d_in = manifest.d_in[hook] if isinstance(manifest.d_in, dict) else manifest.d_in
@@ -186,12 +217,31 @@ def main() -> int:
     for cfg, path in zip(configs, paths, strict=True):
         row = {"arch": cfg.architecture, "setting": sae.get_architecture(cfg.architecture).name_detail(cfg) or "-",
                "path": str(path), **evaluate_row(path, args, model), "tokens_per_s": train_speed(cfg, x, args.speed_steps)}
+        if args.second_cache:
+            row["second"] = second_source_row(path, args.second_cache, args, model)
         rows.append(row)
         print(json.dumps(row))
     print(f"\n{len(paths)} SAEs, {args.tokens:,} tokens each, trained together in {seconds:.0f} s; {torch.get_num_threads()} threads")
     print_table(rows)
+    if args.second_cache:
+        print_second_table(rows)
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "args": {k: str(v) for k, v in vars(args).items()}}, indent=1))
+    return 0
+
+
+def second_source_only(args: argparse.Namespace) -> int:
+    """`--from-json` + `--second-cache`: evaluate an earlier run's SAEs on another text; rewrite its JSON."""
+    if args.second_cache is None:
+        raise SystemExit("--from-json needs --second-cache (the cache of the other text to evaluate on)")
+    doc = json.loads(args.from_json.read_text())
+    model = sae.load_model(sae.CacheManifest.read(args.second_cache).model)
+    for row in doc["rows"]:
+        row["second"] = second_source_row(Path(row["path"]), args.second_cache, args, model)
+        print(json.dumps({"path": row["path"], **row["second"]}), flush=True)
+    print_table(doc["rows"])
+    print_second_table(doc["rows"])
+    args.from_json.write_text(json.dumps(doc, indent=1))
     return 0
 
 
