@@ -24,6 +24,7 @@ Shapes: B tokens, D = d_in, F = d_sae, K = active latents per token (indices uni
 
 from __future__ import annotations
 
+import threading
 import warnings
 from typing import NamedTuple
 
@@ -79,8 +80,10 @@ def _rows_by_latent(idx_BK: Tensor, w_BK: Tensor, dense_BD: Tensor, n_latents: i
     """out[f] = sum over (b, k) with idx[b, k] == f of w[b, k] * dense[b]  ->  [F, D]  (= G^T @ dense)."""
     K = idx_BK.shape[1]
     flat = idx_BK.reshape(-1)
-    # int32 keys: int64 sorts on this CPU were erratic (2 ms to 300 ms for the same call)
-    order = flat.to(torch.int32).argsort()
+    # Stable: equal latents keep token order, so the bag sums (and the gradients) are the same on
+    # every run. Both sorts take ~1 ms here when the machine is quiet; under contention for the
+    # cores either can take 100x that (seen 2-380 ms for the same call), a parallel-sort artefact.
+    order = flat.argsort(stable=True)
     counts = torch.bincount(flat, minlength=n_latents)
     offsets = torch.zeros(n_latents, dtype=torch.long, device=flat.device)
     offsets[1:] = counts.cumsum(0)[:-1]
@@ -181,6 +184,30 @@ def gathered_pre_acts(
     return _GatheredPreActs.apply(x_BD, W_enc_DF, b_enc_F, b_dec_D, sel.idx_BK, sel.vals_BK, subtract_b_dec)
 
 
+# Per thread, the CPU buffer `select_topk` writes pre-activations into. A fresh [B, d_sae] tensor
+# each step is a fresh mmap (glibc serves blocks over 32 MB that way, and the default 4096 x 4608
+# fp32 one is 75 MB): its first touch page-faults, which cost as much as a third of the encoder
+# matmul here. Reusing one buffer costs that memory for the thread's lifetime; CUDA's caching
+# allocator already reuses blocks, so there it is not needed.
+_WORKSPACES = threading.local()
+
+
+def _pre_act_workspace(rows: int, W_enc_DF: Tensor) -> Tensor | None:
+    if W_enc_DF.device.type != "cpu":
+        return None
+    n_cols = W_enc_DF.shape[1]
+    buf: Tensor | None = getattr(_WORKSPACES, "buf", None)
+    if buf is None or buf.dtype != W_enc_DF.dtype or buf.numel() < rows * n_cols:
+        buf = torch.empty(rows * n_cols, dtype=W_enc_DF.dtype)
+        _WORKSPACES.buf = buf
+    return buf[: rows * n_cols].view(rows, n_cols)
+
+
+def release_workspace() -> None:
+    """Free this thread's pre-activation buffer (training keeps it between steps)."""
+    _WORKSPACES.buf = None
+
+
 @torch.no_grad()
 def select_topk(
     x_BD: Tensor,
@@ -210,8 +237,11 @@ def select_topk(
         dead_pos_F = torch.full((W_enc_DF.shape[1],), -1, dtype=torch.long, device=x_BD.device)
         dead_pos_F[dead_idx] = torch.arange(dead_idx.numel(), device=x_BD.device)
     idx_parts, val_parts, aidx_parts, aval_parts = [], [], [], []
+    workspace = _pre_act_workspace(min(chunk_rows, B), W_enc_DF)
     for start in range(0, B, chunk_rows):
-        pre = torch.addmm(b_enc_F, xc_BD[start : start + chunk_rows], W_enc_DF)
+        x_chunk = xc_BD[start : start + chunk_rows]
+        out = None if workspace is None else workspace[: x_chunk.shape[0]]
+        pre = torch.addmm(b_enc_F, x_chunk, W_enc_DF, out=out)
         vals, idx = pre.topk(k, dim=1, sorted=False)
         idx_parts.append(idx)
         val_parts.append(vals)
