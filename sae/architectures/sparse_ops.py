@@ -203,11 +203,6 @@ def _pre_act_workspace(rows: int, W_enc_DF: Tensor) -> Tensor | None:
     return buf[: rows * n_cols].view(rows, n_cols)
 
 
-def release_workspace() -> None:
-    """Free this thread's pre-activation buffer (training keeps it between steps)."""
-    _WORKSPACES.buf = None
-
-
 @torch.no_grad()
 def select_topk(
     x_BD: Tensor,
