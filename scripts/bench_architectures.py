@@ -110,8 +110,7 @@ def evaluate_row(path: Path, args: argparse.Namespace, model) -> dict[str, Any]:
     cfg = sae.EvalConfig(sae_path=str(path), cache_dir=str(args.cache), n_tokens=args.eval_tokens, ce_batches=args.ce_batches,
                          save_png=False, probing=args.quality, absorption=args.quality)
     d = sae.evaluate(str(path), model=model, cfg=cfg).to_dict(include_schema=False)
-    row = {"l0": d["sparsity"]["l0"], "fvu": d["reconstruction"]["fvu"], "dead_pct": 100 * d["sparsity"]["dead_fraction"],
-           "ce_recovered": (d.get("downstream") or {}).get("ce_loss_recovered")}
+    row = _core_metrics(d)
     probing, absorption = d.get("sparse_probing") or {}, d.get("absorption") or {}
     row["probing"] = {k: probing.get(k) for k in ("mean_residual_accuracy", "mean_sae_accuracy", "ks")}
     row["absorption"] = {k: absorption.get(k) for k in ("mean_absorption_rate", "ci_low", "ci_high", "mean_absorption_fraction")}
@@ -127,8 +126,13 @@ def second_source_row(path: Path, cache: Path, args: argparse.Namespace, model) 
     cfg = sae.EvalConfig(sae_path=str(path), cache_dir=str(cache), n_tokens=args.eval_tokens, ce_batches=args.ce_batches,
                          save_png=False, data=sae.DataConfig(source=source))
     d = sae.evaluate(str(path), model=model, cfg=cfg).to_dict(include_schema=False)
-    return {"source": source, "l0": d["sparsity"]["l0"], "fvu": d["reconstruction"]["fvu"],
-            "dead_pct": 100 * d["sparsity"]["dead_fraction"], "ce_recovered": (d.get("downstream") or {}).get("ce_loss_recovered")}
+    return {"source": source, **_core_metrics(d)}
+
+
+def _core_metrics(d: dict[str, Any]) -> dict[str, Any]:
+    """L0, FVU, dead % and CE recovered of an evaluation's JSON."""
+    return {"l0": d["sparsity"]["l0"], "fvu": d["reconstruction"]["fvu"], "dead_pct": 100 * d["sparsity"]["dead_fraction"],
+            "ce_recovered": (d.get("downstream") or {}).get("ce_loss_recovered")}
 
 
 def print_second_table(rows: list[dict[str, Any]]) -> None:

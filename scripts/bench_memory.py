@@ -106,7 +106,8 @@ def _out_of_core(args: argparse.Namespace, common: list[str]) -> None:
     import sae
 
     big = replicate_cache(Path(args.cache), Path(args.big_cache), args.replicate)
-    n_big = sae.CacheManifest.read(big).n_kept(sae.CacheManifest.read(big).hooks[0])
+    big_manifest = sae.CacheManifest.read(big)
+    n_big = big_manifest.n_kept(big_manifest.hooks[0])
     size = sum(f.stat().st_size for f in big.glob("shard-*.safetensors"))
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     print(f"\nbig cache {big}: {n_big:,} tokens, {size / 2**30:.1f} GiB on disk, RAM {ram / 2**30:.1f} GiB; "
