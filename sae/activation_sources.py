@@ -1,7 +1,7 @@
 """Where an `ActivationStore`'s activations come from: a cache on disk, or the model on the fly.
 
 Both sources answer the same questions (`ActivationSource`), so the store never asks which one
-it has. A source hands out *unshuffled* buffers of kept activations, ``buffer(epoch, b)``, until
+it has. A source hands out *unshuffled* buffers of kept activations, ``buffer_parts(epoch, b)``, until
 an epoch ends (None); the store shuffles, normalises and cuts them into batches.
 
 `CacheSource`: an epoch is built from *chunks* (runs of ~buffer_tokens/16 consecutive kept tokens
@@ -37,7 +37,7 @@ from sae.manifest import CacheManifest
 from sae.model import hf_module_of
 from sae.shards import CacheError, acts_key, check_shard, keep_key
 
-__all__ = ["ActivationPair", "ActivationSource", "CacheSource", "ModelSource", "StoreError", "paired_positions"]
+__all__ = ["ActivationPair", "ActivationSource", "BufferParts", "CacheSource", "ModelSource", "StoreError", "paired_positions"]
 
 _CHUNKS_PER_BUFFER = 16
 _NORM_SAMPLE = 65_536  # tokens used to estimate the normalisation scale
@@ -48,6 +48,15 @@ Span = tuple[int, int, int]  # (shard, start, stop) of kept tokens
 
 class StoreError(ValueError):
     """An activation store (over a cache or a live model) asked for something its source cannot give."""
+
+
+class BufferParts(NamedTuple):
+    """A buffer's unshuffled activations as pieces read one at a time, so a reader can place each
+    piece where it belongs without holding the whole unshuffled buffer as well."""
+
+    rows: int  # rows of all pieces together
+    width: int  # d_in (+ d_out for a paired source)
+    pieces: Iterator[torch.Tensor]  # [n_i, width] each, in buffer order, in the stored dtype
 
 
 class ActivationPair(NamedTuple):
@@ -102,8 +111,9 @@ class ActivationSource(Protocol):
     def arrange(self, buffer_tokens: int, seed: int, shuffle: bool) -> None:
         """Lay epochs out in buffers of ~`buffer_tokens` for this seed (also on resume)."""
 
-    def buffer(self, epoch: int, b: int) -> torch.Tensor | None:
-        """Unshuffled kept activations [n, d_in (+ d_out)] of buffer `b` of `epoch`; None past its end."""
+    def buffer_parts(self, epoch: int, b: int) -> BufferParts | None:
+        """Unshuffled kept activations [n, d_in (+ d_out)] of buffer `b` of `epoch`, in pieces; None
+        past its end."""
 
     def held_out(self, n: int) -> torch.Tensor:
         """The first `n` held-out activations [n, d_in (+ d_out)] (never in a training buffer)."""
@@ -185,9 +195,14 @@ class CacheSource:
         self._held_spans = self._spans(self.epoch_tokens, self.total)
         self._layouts: dict[int, list[list[Span]]] = {}
 
-    def buffer(self, epoch: int, b: int) -> torch.Tensor | None:
+    def buffer_parts(self, epoch: int, b: int) -> BufferParts | None:
         layout = self._layout(epoch)
-        return self._read(layout[b]) if b < len(layout) else None
+        if b >= len(layout):
+            return None
+        spans = layout[b]
+        width = self.d_in + (self.d_out or 0)
+        return BufferParts(sum(stop - start for _, start, stop in spans), width,
+                           (self._slice(s, start, stop) for s, start, stop in spans))
 
     def held_out(self, n: int) -> torch.Tensor:
         return self._read(self._held_spans)[:n]
@@ -374,6 +389,10 @@ class ModelSource:
         self._cache = {key: acts}  # one buffer of memory
         self._count(b, acts)
         return acts
+
+    def buffer_parts(self, epoch: int, b: int) -> BufferParts | None:
+        acts = self.buffer(epoch, b)  # a forward pass makes the whole buffer at once anyway
+        return None if acts is None else BufferParts(int(acts.shape[0]), int(acts.shape[1]), iter([acts]))
 
     def held_out(self, n: int) -> torch.Tensor:
         acts = self._acts(self._take_rows(0, self.held_rows))

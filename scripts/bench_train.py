@@ -6,10 +6,12 @@
 
 1. Throughput of one training step, TopK d_sae 4,608 (8 x 576), k 32, batch 4,096, on layer-15
    activations of the embedded model: fp32 / bf16 autocast x dense / sparse decoder (+ AuxK with
-   10% dead latents), beside the machine's measured fp32 matmul rate: how fast the encoder
-   matmul runs (GFLOP/s, % of the machine's rate) and what share of the encoder-forward bound
-   (machine rate / 2 d_in d_sae FLOP per token) the whole step reaches. bf16 rows are skipped on
-   CPUs without bf16 matmul units (measured rate < 1/4 of fp32), with the reason printed.
+   10% dead latents). Each step is timed alternately with the encoder's forward matmul as the
+   step runs it, and "% of bound" is the matmul's time over the step's (the encoder-forward
+   bound, 2 d_in d_sae FLOP per token at the rate the matmul ran beside the step). A last row
+   times the matmul plus the top-k selection alone: the most any exact TopK step can reach.
+   bf16 rows are skipped on CPUs without bf16 matmul units (measured rate < 1/4 of fp32), with
+   the reason printed.
 2. SAELens on the same activations and machine: `scripts/saelens_baseline.py` in the separate
    venv (`--saelens-python`, default /work/venv-saelens/bin/python), if it exists; our TopK is
    trained the same way (in-memory shuffled batches, same tokens, same held-out tail) and both
@@ -92,11 +94,45 @@ def raw_acts(cache: Path, n: int) -> torch.Tensor:
 # --------------------------------------------------------------------------- 1. throughput
 
 
+def _timed_beside(fn, reference, repeat: int) -> tuple[float, float]:
+    """Best times of `fn` and `reference`, run alternately: this VM's speed drifts by up to 50% within
+    the hour, so only a ratio measured side by side is reliable."""
+    fn(), reference()
+    a, b = [], []
+    for _ in range(repeat):
+        for f, times in ((fn, a), (reference, b)):
+            t = time.perf_counter()
+            f()
+            times.append(time.perf_counter() - t)
+    return min(a), min(b)
+
+
+def _encoder_fns(x: torch.Tensor) -> tuple:
+    """The encoder's forward matmul as the sparse step runs it (into a reused buffer), and that
+    matmul followed by the top-k selection: the part of any exact TopK step that cannot be skipped."""
+    from sae.training.trainer import Trainer
+
+    sae = Trainer(TrainConfig(saes=[SAEConfig(d_in=D_IN, d_sae=D_SAE, k=K)], progress=False)).saes[0]
+    out = torch.empty(BATCH, D_SAE)
+
+    @torch.no_grad()
+    def encoder() -> torch.Tensor:
+        return torch.addmm(sae.b_enc, x - sae.b_dec, sae.W_enc, out=out)
+
+    @torch.no_grad()
+    def encoder_topk() -> None:
+        encoder().topk(K, dim=1, sorted=False)
+
+    return encoder, encoder_topk
+
+
 def throughput(acts_BD: torch.Tensor, steps: int, machine_fp32: float, machine_bf16: float) -> list[dict]:
+    """Each case's step time beside the encoder matmul's (both best of `steps`, alternating)."""
     from sae.training.init import init_b_dec
     from sae.training.trainer import Trainer
 
     x = acts_BD[:BATCH] * (D_IN**0.5 / acts_BD[:BATCH].norm(dim=1).mean())  # the store's normalisation
+    encoder, encoder_topk = _encoder_fns(x)
     rows = []
     cases = [("fp32", False, False), ("fp32", True, False), ("fp32", True, True), ("bf16", False, False), ("bf16", True, False)]
     for precision, sparse, aux in cases:
@@ -113,34 +149,53 @@ def throughput(acts_BD: torch.Tensor, steps: int, machine_fp32: float, machine_b
             slot.sae.b_dec.copy_(init_b_dec(x, "mean"))
         if aux:
             slot.tokens_since_fired[: D_SAE // 10] = 10**12
-        step_s = _timed(lambda t=trainer: t.step(x), steps)
-        rows.append({"case": label, "ms_per_step": 1e3 * step_s, "tokens_per_s": BATCH / step_s})
-    # the encoder matmul alone, as the step runs it
-    sae = Trainer(TrainConfig(saes=[SAEConfig(d_in=D_IN, d_sae=D_SAE, k=K)], progress=False)).saes[0]
-    with torch.no_grad():
-        enc_s = _timed(lambda: torch.addmm(sae.b_enc, x - sae.b_dec, sae.W_enc), steps)
-    flop = 2 * BATCH * D_IN * D_SAE
-    for r in rows:
-        r["encoder_gflops"] = flop / enc_s / 1e9
+        step_s, enc_s = _timed_beside(lambda t=trainer: t.step(x), encoder, steps)
+        rows.append({"case": label, "ms_per_step": 1e3 * step_s, "tokens_per_s": BATCH / step_s, "encoder_ms": 1e3 * enc_s})
+    floor_s, enc_s = _timed_beside(encoder_topk, encoder, steps)
+    rows.append({"case": "floor: encoder + top-k only", "ms_per_step": 1e3 * floor_s, "tokens_per_s": BATCH / floor_s,
+                 "encoder_ms": 1e3 * enc_s})
     return rows
 
 
 def print_throughput(rows: list[dict], machine_fp32: float, machine_bf16: float) -> None:
-    enc = rows[0]["encoder_gflops"]
-    # The bound is the encoder matmul at the best fp32 rate measured in this run: the square
-    # reference matmul or the encoder's own (on a shared VM either can come out lower by 20-30%).
-    bound = max(machine_fp32, enc) * 1e9 / (2 * D_IN * D_SAE)
+    flop = 2 * BATCH * D_IN * D_SAE
+    enc_ms = min(r["encoder_ms"] for r in rows if "encoder_ms" in r)
     print(f"\n## 1. Training-step throughput: TopK d_sae={D_SAE}, k={K}, batch {BATCH}, layer 15 ({torch.get_num_threads()} threads)")
     print(f"machine fp32 matmul: {machine_fp32:.1f} GFLOP/s; bf16: {machine_bf16:.1f} GFLOP/s")
-    print(f"encoder matmul (x @ W_enc, {2 * BATCH * D_IN * D_SAE / 1e9:.1f} GFLOP): {enc:.1f} GFLOP/s = {100 * enc / machine_fp32:.0f}% of the machine rate")
-    print(f"encoder-forward bound (the faster rate): {bound:,.0f} tokens/s\n")
-    print(f"| {'case':30s} | {'ms/step':>8s} | {'tokens/s':>9s} | {'% of bound':>10s} |")
-    print(f"|{'-' * 32}|{'-' * 10}|{'-' * 11}|{'-' * 12}|")
+    print(f"encoder matmul (x @ W_enc into a reused buffer, {flop / 1e9:.1f} GFLOP): best {flop / enc_ms / 1e6:.1f} GFLOP/s "
+          f"= {100 * flop / enc_ms / 1e6 / machine_fp32:.0f}% of the square matmul's rate")
+    print("% of bound: the encoder matmul's time over the step's, the two timed alternately (the bound is the "
+          "encoder's forward at the rate it ran beside the step; the last row is the most any exact TopK step can reach)\n")
+    print(f"| {'case':30s} | {'ms/step':>8s} | {'tokens/s':>9s} | {'encoder ms':>10s} | {'% of bound':>10s} |")
+    print(f"|{'-' * 32}|{'-' * 10}|{'-' * 11}|{'-' * 12}|{'-' * 12}|")
     for r in rows:
         if "skipped" in r:
-            print(f"| {r['case']:30s} | {'-':>8s} | {'-':>9s} | {'-':>10s} |  skipped: {r['skipped']}")
+            print(f"| {r['case']:30s} | {'-':>8s} | {'-':>9s} | {'-':>10s} | {'-':>10s} |  skipped: {r['skipped']}")
         else:
-            print(f"| {r['case']:30s} | {r['ms_per_step']:8.0f} | {r['tokens_per_s']:9,.0f} | {100 * r['tokens_per_s'] / bound:9.0f}% |")
+            print(f"| {r['case']:30s} | {r['ms_per_step']:8.0f} | {r['tokens_per_s']:9,.0f} | {r['encoder_ms']:10.0f} | "
+                  f"{100 * r['encoder_ms'] / r['ms_per_step']:9.0f}% |")
+
+
+def profile_step(acts_BD: torch.Tensor, steps: int) -> None:
+    """torch.profiler's operators by self time over `steps` fp32 sparse steps (after 3 warm-up steps)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from sae.training.init import init_b_dec
+    from sae.training.trainer import Trainer
+
+    x = acts_BD[:BATCH] * (D_IN**0.5 / acts_BD[:BATCH].norm(dim=1).mean())
+    trainer = Trainer(TrainConfig(out_dir="/tmp/saekit-bench-unused", saes=[SAEConfig(d_in=D_IN, d_sae=D_SAE, k=K)],
+                                  progress=False, log_every_steps=10**9))
+    trainer.total_steps, trainer.batch_size = 10**6, BATCH
+    with torch.no_grad():
+        trainer.slots[0].sae.b_dec.copy_(init_b_dec(x, "mean"))
+    for _ in range(3):
+        trainer.step(x)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            trainer.step(x)
+    print(f"\n## torch.profiler: {steps} fp32 sparse steps, operators by self time")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
 
 
 # --------------------------------------------------------------------------- 2. SAELens
@@ -281,6 +336,8 @@ def main() -> int:
     ap.add_argument("--saelens-python", default="/work/venv-saelens/bin/python")
     ap.add_argument("--sparsify-python", default="/work/venv-sparsify/bin/python",
                     help="venv with eai-sparsify for a second baseline ('' to skip)")
+    ap.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                    help="print torch.profiler's table over this many fp32 sparse steps (0: skip)")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--skip-saelens", action="store_true")
     ap.add_argument("--skip-quality", action="store_true")
@@ -305,6 +362,8 @@ def main() -> int:
         acts = raw_acts(cache, BATCH)
         rows = throughput(acts, args.steps, machine_fp32, machine_bf16)
         print_throughput(rows, machine_fp32, machine_bf16)
+        if args.profile:
+            profile_step(acts, args.profile)
 
     if not args.skip_saelens:
         n_sl = args.saelens_tokens or args.tokens

