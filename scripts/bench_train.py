@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -40,10 +41,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _step_timing import BATCH, D_IN, D_SAE, K, print_throughput, profile_step, throughput  # noqa: E402
+
 from sae.config import CacheConfig, DataConfig, EvalConfig, SAEConfig, StoreConfig, TrainConfig  # noqa: E402
 
 HOOK = "blocks.15.hook_resid_post"
-D_IN, D_SAE, K, BATCH = 576, 4608, 32, 4096
 ARCHS = ("topk", "batchtopk", "jumprelu", "relu")
 
 
@@ -91,113 +93,6 @@ def raw_acts(cache: Path, n: int) -> torch.Tensor:
     return next(iter(store)).float()
 
 
-# --------------------------------------------------------------------------- 1. throughput
-
-
-def _timed_beside(fn, reference, repeat: int) -> tuple[float, float]:
-    """Best times of `fn` and `reference`, run alternately: this VM's speed drifts by up to 50% within
-    the hour, so only a ratio measured side by side is reliable."""
-    fn(), reference()
-    a, b = [], []
-    for _ in range(repeat):
-        for f, times in ((fn, a), (reference, b)):
-            t = time.perf_counter()
-            f()
-            times.append(time.perf_counter() - t)
-    return min(a), min(b)
-
-
-def _encoder_fns(x: torch.Tensor) -> tuple:
-    """The encoder's forward matmul as the sparse step runs it (into a reused buffer), and that
-    matmul followed by the top-k selection: the part of any exact TopK step that cannot be skipped."""
-    from sae.training.trainer import Trainer
-
-    sae = Trainer(TrainConfig(saes=[SAEConfig(d_in=D_IN, d_sae=D_SAE, k=K)], progress=False)).saes[0]
-    out = torch.empty(BATCH, D_SAE)
-
-    @torch.no_grad()
-    def encoder() -> torch.Tensor:
-        return torch.addmm(sae.b_enc, x - sae.b_dec, sae.W_enc, out=out)
-
-    @torch.no_grad()
-    def encoder_topk() -> None:
-        encoder().topk(K, dim=1, sorted=False)
-
-    return encoder, encoder_topk
-
-
-def throughput(acts_BD: torch.Tensor, steps: int, machine_fp32: float, machine_bf16: float) -> list[dict]:
-    """Each case's step time beside the encoder matmul's (both best of `steps`, alternating)."""
-    from sae.training.init import init_b_dec
-    from sae.training.trainer import Trainer
-
-    x = acts_BD[:BATCH] * (D_IN**0.5 / acts_BD[:BATCH].norm(dim=1).mean())  # the store's normalisation
-    encoder, encoder_topk = _encoder_fns(x)
-    rows = []
-    cases = [("fp32", False, False), ("fp32", True, False), ("fp32", True, True), ("bf16", False, False), ("bf16", True, False)]
-    for precision, sparse, aux in cases:
-        label = f"{precision:5s} {'sparse' if sparse else 'dense ':6s}{' +AuxK(10% dead)' if aux else ''}"
-        if precision == "bf16" and machine_bf16 < machine_fp32 / 4:
-            rows.append({"case": label, "skipped": f"no bf16 matmul units: bf16 {machine_bf16:.1f} vs fp32 {machine_fp32:.0f} GFLOP/s"})
-            continue
-        cfg = TrainConfig(out_dir="/tmp/saekit-bench-unused", saes=[SAEConfig(d_in=D_IN, d_sae=D_SAE, k=K)], sparse_decoder=sparse,
-                          autocast_dtype="bfloat16" if precision == "bf16" else None, progress=False, log_every_steps=10**9)
-        trainer = Trainer(cfg)
-        trainer.total_steps, trainer.batch_size = 10**6, BATCH
-        slot = trainer.slots[0]
-        with torch.no_grad():
-            slot.sae.b_dec.copy_(init_b_dec(x, "mean"))
-        if aux:
-            slot.tokens_since_fired[: D_SAE // 10] = 10**12
-        step_s, enc_s = _timed_beside(lambda t=trainer: t.step(x), encoder, steps)
-        rows.append({"case": label, "ms_per_step": 1e3 * step_s, "tokens_per_s": BATCH / step_s, "encoder_ms": 1e3 * enc_s})
-    floor_s, enc_s = _timed_beside(encoder_topk, encoder, steps)
-    rows.append({"case": "floor: encoder + top-k only", "ms_per_step": 1e3 * floor_s, "tokens_per_s": BATCH / floor_s,
-                 "encoder_ms": 1e3 * enc_s})
-    return rows
-
-
-def print_throughput(rows: list[dict], machine_fp32: float, machine_bf16: float) -> None:
-    flop = 2 * BATCH * D_IN * D_SAE
-    enc_ms = min(r["encoder_ms"] for r in rows if "encoder_ms" in r)
-    print(f"\n## 1. Training-step throughput: TopK d_sae={D_SAE}, k={K}, batch {BATCH}, layer 15 ({torch.get_num_threads()} threads)")
-    print(f"machine fp32 matmul: {machine_fp32:.1f} GFLOP/s; bf16: {machine_bf16:.1f} GFLOP/s")
-    print(f"encoder matmul (x @ W_enc into a reused buffer, {flop / 1e9:.1f} GFLOP): best {flop / enc_ms / 1e6:.1f} GFLOP/s "
-          f"= {100 * flop / enc_ms / 1e6 / machine_fp32:.0f}% of the square matmul's rate")
-    print("% of bound: the encoder matmul's time over the step's, the two timed alternately (the bound is the "
-          "encoder's forward at the rate it ran beside the step; the last row is the most any exact TopK step can reach)\n")
-    print(f"| {'case':30s} | {'ms/step':>8s} | {'tokens/s':>9s} | {'encoder ms':>10s} | {'% of bound':>10s} |")
-    print(f"|{'-' * 32}|{'-' * 10}|{'-' * 11}|{'-' * 12}|{'-' * 12}|")
-    for r in rows:
-        if "skipped" in r:
-            print(f"| {r['case']:30s} | {'-':>8s} | {'-':>9s} | {'-':>10s} | {'-':>10s} |  skipped: {r['skipped']}")
-        else:
-            print(f"| {r['case']:30s} | {r['ms_per_step']:8.0f} | {r['tokens_per_s']:9,.0f} | {r['encoder_ms']:10.0f} | "
-                  f"{100 * r['encoder_ms'] / r['ms_per_step']:9.0f}% |")
-
-
-def profile_step(acts_BD: torch.Tensor, steps: int) -> None:
-    """torch.profiler's operators by self time over `steps` fp32 sparse steps (after 3 warm-up steps)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    from sae.training.init import init_b_dec
-    from sae.training.trainer import Trainer
-
-    x = acts_BD[:BATCH] * (D_IN**0.5 / acts_BD[:BATCH].norm(dim=1).mean())
-    trainer = Trainer(TrainConfig(out_dir="/tmp/saekit-bench-unused", saes=[SAEConfig(d_in=D_IN, d_sae=D_SAE, k=K)],
-                                  progress=False, log_every_steps=10**9))
-    trainer.total_steps, trainer.batch_size = 10**6, BATCH
-    with torch.no_grad():
-        trainer.slots[0].sae.b_dec.copy_(init_b_dec(x, "mean"))
-    for _ in range(3):
-        trainer.step(x)
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for _ in range(steps):
-            trainer.step(x)
-    print(f"\n## torch.profiler: {steps} fp32 sparse steps, operators by self time")
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
-
-
 # --------------------------------------------------------------------------- 2. SAELens
 
 
@@ -230,18 +125,52 @@ def ours_like_saelens(acts: torch.Tensor, tokens: int, holdout: int, out: Path, 
     return {"library": "saekit", "tokens_per_s": trainer.tokens_seen / seconds, "fvu": fvu, "n_tokens": trainer.tokens_seen}
 
 
-def baseline(script: str, python: str, acts_file: Path, tokens: int, holdout: int) -> dict | str:
+def baseline(script: str, python: str, acts_file: Path, tokens: int, holdout: int, lr: float | None = None) -> dict | str:
     """Run `scripts/<script>` in its own venv on the same activations; its last JSON line."""
     if not Path(python).exists():
         return f"not run: {python} does not exist (create its venv, see scripts/{script})"
     cmd = [python, str(ROOT / "scripts" / script), "--acts", str(acts_file), "--tokens", str(tokens),
            "--d-sae", str(D_SAE), "--k", str(K), "--batch", str(BATCH), "--holdout", str(holdout),
-           "--threads", str(torch.get_num_threads())]
+           "--threads", str(torch.get_num_threads()), *(["--lr", str(lr)] if lr else [])]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         return f"failed (exit {proc.returncode}): {(proc.stderr or proc.stdout)[-500:]}"
     return json.loads(lines[-1])
+
+
+def compare_libraries(args: argparse.Namespace, cache: Path, n_cached: int) -> None:
+    """Section 2: saekit, SAELens and sparsify on the same activations, `--rounds` times in turn
+    (tokens/s: median and range over the rounds, since this VM's speed drifts; FVU: the last round)."""
+    from safetensors.torch import save_file
+
+    n_sl = args.saelens_tokens or args.tokens
+    holdout = min(16_384, n_cached // 5)
+    acts = raw_acts(cache, n_cached)
+    acts_file = args.out / "acts_l15.safetensors"
+    acts_file.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"acts": acts.contiguous()}, str(acts_file))
+    runs: dict[str, list[dict | str]] = {"saekit": [], "SAELens": [], "sparsify": []}
+    for _ in range(args.rounds):
+        runs["saekit"].append(ours_like_saelens(acts, n_sl, holdout, args.out / "saekit_topk", lr=args.lr))
+        runs["SAELens"].append(baseline("saelens_baseline.py", args.saelens_python, acts_file, n_sl, holdout))
+        if args.sparsify_python:
+            runs["sparsify"].append(baseline("sparsify_baseline.py", args.sparsify_python, acts_file, n_sl, holdout,
+                                             lr=args.sparsify_lr))
+    print(f"\n## 2. Same activations, same machine (SAELens, sparsify): TopK d_sae={D_SAE}, k={K}, batch {BATCH}, "
+          f"{n_sl:,} tokens, held-out {holdout:,}, {args.rounds} round(s) in turn")
+    print("| library | tokens/s (median) | tokens/s (range) | held-out FVU |\n|---|---|---|---|")
+    ours_rate = statistics.median([r["tokens_per_s"] for r in runs["saekit"]])  # type: ignore[index]
+    for name, results in runs.items():
+        done = [r for r in results if isinstance(r, dict)]
+        if not done:
+            if results:
+                print(f"| {name} | {results[-1]} |")
+            continue
+        rates = [r["tokens_per_s"] for r in done]
+        ratio = "" if name == "saekit" else f" (saekit {ours_rate / statistics.median(rates):.2f}x faster)"
+        print(f"| {name} {done[-1].get('version', '')} | {statistics.median(rates):,.0f}{ratio} | {min(rates):,.0f}-{max(rates):,.0f} | "
+              f"{done[-1]['fvu']:.4f} |")
 
 
 # --------------------------------------------------------------------------- 3. quality
@@ -338,6 +267,8 @@ def main() -> int:
                     help="venv with eai-sparsify for a second baseline ('' to skip)")
     ap.add_argument("--profile", type=int, default=0, metavar="STEPS",
                     help="print torch.profiler's table over this many fp32 sparse steps (0: skip)")
+    ap.add_argument("--sparsify-lr", type=float, default=None, help="sparsify's lr (default: its own rule)")
+    ap.add_argument("--rounds", type=int, default=1, help="rounds of the library comparison, run in turn")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--skip-saelens", action="store_true")
     ap.add_argument("--skip-quality", action="store_true")
@@ -366,29 +297,7 @@ def main() -> int:
             profile_step(acts, args.profile)
 
     if not args.skip_saelens:
-        n_sl = args.saelens_tokens or args.tokens
-        holdout = min(16_384, n_cached // 5)
-        acts = raw_acts(cache, n_cached)
-        acts_file = args.out / "acts_l15.safetensors"
-        acts_file.parent.mkdir(parents=True, exist_ok=True)
-        from safetensors.torch import save_file
-
-        save_file({"acts": acts.contiguous()}, str(acts_file))
-        ours = ours_like_saelens(acts, n_sl, holdout, args.out / "saekit_topk", lr=args.lr)
-        others = {"SAELens": baseline("saelens_baseline.py", args.saelens_python, acts_file, n_sl, holdout)}
-        if args.sparsify_python:
-            others["sparsify"] = baseline("sparsify_baseline.py", args.sparsify_python, acts_file, n_sl, holdout)
-        print(f"\n## 2. Same activations, same machine (SAELens, sparsify): TopK d_sae={D_SAE}, k={K}, batch {BATCH}, {n_sl:,} tokens, held-out {holdout:,}")
-        print(f"| {'library':10s} | {'tokens/s':>9s} | {'held-out FVU':>12s} |")
-        print(f"|{'-' * 12}|{'-' * 11}|{'-' * 14}|")
-        print(f"| {'saekit':10s} | {ours['tokens_per_s']:9,.0f} | {ours['fvu']:12.4f} |")
-        for name, theirs in others.items():
-            if isinstance(theirs, dict):
-                print(f"| {name + ' ' + str(theirs.get('version', '')):10s} | {theirs['tokens_per_s']:9,.0f} | "
-                      f"{theirs['fvu']:12.4f} |  saekit {ours['tokens_per_s'] / theirs['tokens_per_s']:.2f}x faster, "
-                      f"FVU {ours['fvu'] - theirs['fvu']:+.4f}")
-            else:
-                print(f"| {name:10s} | {theirs}")
+        compare_libraries(args, cache, n_cached)
 
     if args.many:
         print_many(many_saes(cache, args.many_tokens, args.out, args.many), args.many_tokens, args.many)
