@@ -1,8 +1,9 @@
 """Where an `ActivationStore`'s activations come from: a cache on disk, or the model on the fly.
 
 Both sources answer the same questions (`ActivationSource`), so the store never asks which one
-it has. A source hands out *unshuffled* buffers of kept activations, ``buffer_parts(epoch, b)``, until
-an epoch ends (None); the store shuffles, normalises and cuts them into batches.
+it has. A source hands out *unshuffled* buffers of kept activations, in pieces
+(``buffer_parts(epoch, b)``), until an epoch ends (None); the store shuffles, normalises and cuts
+them into batches.
 
 `CacheSource`: an epoch is built from *chunks* (runs of ~buffer_tokens/16 consecutive kept tokens
 of one shard). The epoch's chunk order is a seeded permutation over all shards and consecutive
