@@ -6,9 +6,8 @@ torch.profiler's table of the fp32 sparse step. The step's shape is fixed here: 
 
 from __future__ import annotations
 
-import time
-
 import torch
+from _timing import timed_in_turn
 
 from sae.config import SAEConfig, TrainConfig
 
@@ -16,16 +15,9 @@ D_IN, D_SAE, K, BATCH = 576, 4608, 32, 4096
 
 
 def _timed_beside(fn, reference, repeat: int) -> tuple[float, float]:
-    """Best times of `fn` and `reference`, run alternately: this VM's speed drifts by up to 50% within
-    the hour, so only a ratio measured side by side is reliable."""
-    fn(), reference()
-    a, b = [], []
-    for _ in range(repeat):
-        for f, times in ((fn, a), (reference, b)):
-            t = time.perf_counter()
-            f()
-            times.append(time.perf_counter() - t)
-    return min(a), min(b)
+    """Best times of `fn` and `reference`, run in turn (only a ratio measured side by side is reliable here)."""
+    times = timed_in_turn({"fn": fn, "reference": reference}, repeat)
+    return min(times["fn"]), min(times["reference"])
 
 
 def _encoder_fns(x: torch.Tensor) -> tuple:

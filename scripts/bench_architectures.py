@@ -32,6 +32,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _timing import timed_in_turn  # noqa: E402
+
 import sae  # noqa: E402
 
 D_SAE, BATCH = 4608, 4096
@@ -97,12 +99,7 @@ def train_speed(cfg: sae.SAEConfig, x_BD: torch.Tensor, steps: int) -> float:
     """Training tokens/s of this SAE alone on a fixed batch (median of `steps` timed steps)."""
     trainer = sae.Trainer(sae.TrainConfig(out_dir="/tmp/saekit-bench-unused", saes=[cfg], progress=False, log_every_steps=10**9))
     trainer.total_steps, trainer.batch_size = 10**6, x_BD.shape[0]
-    trainer.step(x_BD)  # warm-up
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        trainer.step(x_BD)
-        times.append(time.perf_counter() - t)
+    times = timed_in_turn({"step": lambda: trainer.step(x_BD)}, steps)["step"]
     return x_BD.shape[0] / sorted(times)[len(times) // 2]
 
 

@@ -19,10 +19,10 @@ Each candidate's selections are checked equal to `topk`'s as sets before it is t
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 
 import torch
+from _timing import timed_in_turn
 
 B, D_IN, D_SAE, K = 4096, 576, 4608, 32
 
@@ -92,14 +92,7 @@ def main() -> int:
     cases.update(selections)
     for rows in (512, 1024, B):
         cases[f"matmul + topk in chunks of {rows} rows"] = chunked(x_BD, W_DF, b_F, out_BF, rows)
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    for fn in cases.values():
-        fn()
-    for _ in range(args.rounds):
-        for name, fn in cases.items():
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
+    times = timed_in_turn(cases, args.rounds)
     matmul = sorted(times["encoder matmul"])[len(times["encoder matmul"]) // 2]
     print(f"B {B} x d_sae {D_SAE}, k {K}, d_in {D_IN}, {torch.get_num_threads()} threads, median of {args.rounds} "
           "alternating rounds\n")

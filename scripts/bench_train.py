@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from _step_timing import BATCH, D_IN, D_SAE, K, print_throughput, profile_step, throughput  # noqa: E402
+from _timing import timed_in_turn  # noqa: E402
 
 from sae.config import CacheConfig, DataConfig, EvalConfig, SAEConfig, StoreConfig, TrainConfig  # noqa: E402
 
@@ -51,13 +52,7 @@ ARCHS = ("topk", "batchtopk", "jumprelu", "relu")
 
 def _timed(fn, repeat: int) -> float:
     """Best of `repeat` runs after a warm-up: on a shared machine the minimum is the least noisy."""
-    fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+    return min(timed_in_turn({"fn": fn}, repeat)["fn"])
 
 
 def matmul_rate(dtype: torch.dtype, n: int = 2048, repeat: int = 5) -> float:
